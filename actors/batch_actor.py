@@ -1,0 +1,316 @@
+"""One actor per running batch: the only writer of its stream while it lives.
+
+It rebuilds its state from the log (snapshot + tail), validates the input file,
+sends the unfinished lines to an executor in chunks, records outcomes in groups,
+and writes the output and error files at the end. Every step is decided by the pure
+decider; this class only loads, appends and performs effects. Killed at any point, a
+new incarnation continues from the log, and a line whose outcome is in the log is
+never sent again. When the batch is terminal `run` returns and the coordinator lets
+the actor go (passivation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import ray
+
+from actors import names
+from actors.dispatch import Dispatcher
+from actors.results import error_result, is_error
+from batches.domain import decider
+from batches.domain.errors import DomainError
+from batches.domain.outputs import encode_line, output_line, unfinished_line
+from batches.domain.validation import ValidationLimits, iter_requests, validate_input
+from batches.filestore import FileStore
+from batches.readmodel import batch_stream
+from batches.settings import Settings
+from eventlog import EventStore, NewEvent
+
+log = logging.getLogger("batchlog.batch")
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def result_file_id(batch_id: str, kind: str) -> str:
+    """Deterministic, so writing the files again after a crash replaces, not duplicates."""
+    return "file-" + hashlib.sha256(f"{batch_id}:{kind}".encode()).hexdigest()[:24]
+
+
+class BatchActor:
+    def __init__(self, batch_id: str, settings: dict[str, Any]) -> None:
+        self.settings = Settings.model_validate(settings)
+        self.batch_id = batch_id
+        self.stream = batch_stream(batch_id)
+        self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        self.files = FileStore(self.settings.data_dir)
+        self.dispatcher = Dispatcher(self.settings)
+        self.state = self._load()
+        self._snapshot_version = self.state.version
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[dict[str, Any]] | None = None
+
+    # -- the log -------------------------------------------------------------------
+
+    def _load(self) -> decider.BatchState:
+        snapshot = self.store.load_snapshot(self.stream)
+        state = decider.state_from_dict(snapshot.state) if snapshot else None
+        start = snapshot.version + 1 if snapshot else 1
+        while True:
+            events = self.store.read(self.stream, from_version=start, limit=5_000)
+            if not events:
+                break
+            state = decider.fold(((e.type, e.data) for e in events), state)
+            start = events[-1].version + 1
+        if state is None:
+            raise LookupError(f"batch {self.batch_id} has no events")
+        return state
+
+    def _commit(self, events: Events) -> None:
+        """Append with the version we hold: a zombie incarnation is refused, not merged."""
+        if not events:
+            return
+        self.store.append(
+            self.stream,
+            [NewEvent(t, d) for t, d in events],
+            expected_version=self.state.version,
+        )
+        self.state = decider.fold(events, self.state)
+        due = self.state.version - self._snapshot_version >= self.settings.snapshot_every
+        if due or decider.is_terminal(self.state.status):
+            self.store.save_snapshot(
+                self.stream, self.state.version, decider.state_to_dict(self.state)
+            )
+            self._snapshot_version = self.state.version
+
+    # -- commands from the coordinator ---------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Drive the batch to a terminal status. Safe to call again (Ray retries it)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(self._task)
+
+    async def cancel(self) -> dict[str, Any]:
+        try:
+            self._commit(decider.decide(self.state, decider.Cancel(at=int(time.time()))))
+        except DomainError as err:
+            return error_result(err)
+        self._stop.set()
+        return {"status": self.state.status}
+
+    # -- the work ------------------------------------------------------------------
+
+    async def _run(self) -> dict[str, Any]:
+        if self.state.status == "validating":
+            await self._validate()
+        if self.state.status == "in_progress":
+            await self._routes()
+            await self._process()
+        now = int(time.time())
+        status = self.state.status
+        if status == "in_progress" and decider.unfinished_count(self.state) == 0:
+            self._commit(decider.decide(self.state, decider.StartFinalizing(at=now)))
+        elif status in ("validating", "in_progress") and now >= self.state.expires_at:
+            out, err = await self._write_results("batch_expired")
+            self._commit(
+                decider.decide(
+                    self.state, decider.Expire(at=now, output_file_id=out, error_file_id=err)
+                )
+            )
+        if self.state.status == "finalizing":
+            out, err = await self._write_results(None)
+            self._commit(
+                decider.decide(
+                    self.state,
+                    decider.Complete(at=int(time.time()), output_file_id=out, error_file_id=err),
+                )
+            )
+        if self.state.status == "cancelling":
+            out, err = await self._write_results("batch_cancelled")
+            self._commit(
+                decider.decide(
+                    self.state,
+                    decider.FinishCancel(
+                        at=int(time.time()), output_file_id=out, error_file_id=err
+                    ),
+                )
+            )
+        return {"batch_id": self.batch_id, "status": self.state.status}
+
+    async def _routes(self) -> dict[str, str]:
+        coordinator = ray.get_actor(names.COORDINATOR, namespace=self.settings.namespace)
+        owners: dict[str, str] = await coordinator.model_owners.remote()
+        self.dispatcher.use_routes(owners)
+        return owners
+
+    async def _validate(self) -> None:
+        owners = await self._routes()
+        limits = ValidationLimits(
+            max_requests=self.settings.max_requests_per_batch,
+            max_bytes=self.settings.max_file_bytes,
+        )
+        path = self.files.path(self.state.input_file_id)
+        if not path.exists():
+            report_errors = [
+                {
+                    "code": "invalid_input_file_id",
+                    "message": f"The input file {self.state.input_file_id} no longer exists.",
+                    "param": "input_file_id",
+                    "line": None,
+                }
+            ]
+            command = decider.RecordValidation(at=int(time.time()), errors=tuple(report_errors))
+        else:
+            report = await asyncio.to_thread(
+                validate_input,
+                self.files.lines(self.state.input_file_id),
+                self.state.endpoint,
+                owners.__contains__,
+                limits,
+            )
+            command = decider.RecordValidation(
+                at=int(time.time()),
+                model=report.model,
+                total=report.total,
+                errors=tuple(report.errors),
+            )
+        self._commit(decider.decide(self.state, command))
+
+    def _pending_items(self) -> Iterator[dict[str, Any]]:
+        for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
+            if not decider.is_done(self.state, line):
+                yield {"line": line, "custom_id": request["custom_id"], "body": request["body"]}
+
+    async def _process(self) -> None:
+        """Send unfinished lines in chunks, a few chunks in flight, until done/cancel/expiry."""
+        assert self.state.model is not None
+        model, endpoint = self.state.model, self.state.endpoint
+        in_flight: set[asyncio.Task[None]] = set()
+        stop = asyncio.ensure_future(self._stop.wait())
+        items = self._pending_items()
+        exhausted = False
+        try:
+            while not exhausted or in_flight:
+                while not exhausted and len(in_flight) < self.settings.chunks_in_flight:
+                    chunk = [
+                        item
+                        for _, item in zip(range(self.settings.chunk_size), items, strict=False)
+                    ]
+                    if not chunk:
+                        exhausted = True
+                        break
+                    in_flight.add(asyncio.ensure_future(self._run_chunk(endpoint, model, chunk)))
+                if not in_flight:
+                    break
+                timeout = max(0.0, self.state.expires_at - time.time())
+                done, _ = await asyncio.wait(
+                    in_flight | {stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done - {stop}:
+                    in_flight.discard(task)
+                    task.result()  # a bug in recording must not pass silently
+                if stop.done() or time.time() >= self.state.expires_at:
+                    return  # unfinished lines are reported by cancel/expiry
+        finally:
+            stop.cancel()
+            for task in in_flight:
+                task.cancel()
+
+    async def _run_chunk(self, endpoint: str, model: str, chunk: list[dict[str, Any]]) -> None:
+        try:
+            outcomes = await self.dispatcher.run_chunk(endpoint, model, chunk, self.batch_id)
+        except Exception as exc:  # the executor itself failed: the lines fail, the batch goes on
+            log.exception("chunk failed in the executor")
+            now = time.time()
+            outcomes = [
+                {
+                    "line": item["line"],
+                    "custom_id": item["custom_id"],
+                    "request_id": self._request_id(item["line"]),
+                    "status_code": None,
+                    "body": None,
+                    "error": {"code": "executor_error", "message": str(exc)[:500]},
+                    "attempts": 1,
+                    "latency_ms": 0.0,
+                    "started_at": now,
+                    "finished_at": now,
+                }
+                for item in chunk
+            ]
+        if self.state.status in ("in_progress", "cancelling"):
+            self._commit(decider.decide(self.state, decider.RecordOutcomes(tuple(outcomes))))
+
+    def _request_id(self, line: int) -> str:
+        """For lines that never reached an executor: stable across re-runs."""
+        return "batch_req_" + hashlib.sha256(f"{self.batch_id}:{line}".encode()).hexdigest()[:24]
+
+    # -- results -------------------------------------------------------------------
+
+    async def _write_results(self, unfinished_reason: str | None) -> tuple[str | None, str | None]:
+        out_id = result_file_id(self.batch_id, "output")
+        err_id = result_file_id(self.batch_id, "error")
+        out_n, err_n = await asyncio.to_thread(self._write_files, out_id, err_id, unfinished_reason)
+        coordinator = ray.get_actor(names.COORDINATOR, namespace=self.settings.namespace)
+        ids: list[str | None] = []
+        for file_id, kind, count in ((out_id, "output", out_n), (err_id, "error", err_n)):
+            if count == 0:
+                self.files.delete(file_id)
+                ids.append(None)
+                continue
+            path = self.files.path(file_id)
+            result = await coordinator.register_file.remote(
+                self.state.tenant,
+                file_id,
+                f"{self.batch_id}_{kind}.jsonl",
+                "batch_output",
+                path.stat().st_size,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                count,
+            )
+            if is_error(result):
+                raise RuntimeError(f"registering {kind} file failed: {result['__error__']}")
+            ids.append(file_id)
+        return ids[0], ids[1]
+
+    def _write_files(
+        self, out_id: str, err_id: str, unfinished_reason: str | None
+    ) -> tuple[int, int]:
+        """Stream outcomes from the log into the files: memory stays bounded by a page."""
+        out_n = err_n = 0
+        with self.files.writer(out_id) as out, self.files.writer(err_id) as err:
+            start = 1
+            while True:
+                page = self.store.read(self.stream, from_version=start, limit=2_000)
+                if not page:
+                    break
+                for event in page:
+                    if event.type == "RequestSucceeded":
+                        out.write(encode_line(output_line(event.data)))
+                        out_n += 1
+                    elif event.type == "RequestFailed":
+                        err.write(encode_line(output_line(event.data)))
+                        err_n += 1
+                start = page[-1].version + 1
+            if unfinished_reason is not None and self.state.total:
+                for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
+                    if not decider.is_done(self.state, line):
+                        err.write(
+                            encode_line(
+                                unfinished_line(
+                                    request["custom_id"],
+                                    unfinished_reason,  # type: ignore[arg-type]
+                                    self._request_id(line),
+                                )
+                            )
+                        )
+                        err_n += 1
+        return out_n, err_n
+
+
+BatchActorRemote = ray.remote(BatchActor)

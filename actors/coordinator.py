@@ -1,0 +1,412 @@
+"""The coordinator: one named actor per deployment.
+
+It owns the `files` and `coordinator` streams (uploads, idempotency claims), writes the
+first event of each batch, serves every read from the read model (a projection of the
+whole log, caught up before each read), and starts one BatchActor per running batch,
+at most `max_active_batches` at once. At start it rebuilds everything from the log and
+re-activates every batch that is not terminal.
+
+It is an async actor with no await between an idempotency lookup and its claim, so
+concurrent creates with one key cannot race: asyncio runs one of them at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import ray
+
+from actors import names
+from actors.batch_actor import BatchActorRemote
+from actors.dispatch import Dispatcher
+from actors.results import error_result, is_error
+from batches.domain import decider
+from batches.domain.errors import DomainError, IdempotencyConflict, InvalidRequest, NotFound
+from batches.domain.idempotency import idempotency_digest
+from batches.domain.ids import new_batch_id, new_file_id
+from batches.filestore import FileStore
+from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
+from batches.settings import Settings
+from batches.wirefmt import batch_to_wire, file_to_wire
+from eventlog import EventStore, NewEvent
+
+log = logging.getLogger("batchlog.coordinator")
+
+COORDINATOR_NAME = names.COORDINATOR
+T = TypeVar("T")
+
+
+def returns_errors(
+    fn: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    @wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except DomainError as err:
+            return error_result(err)
+
+    return wrapper
+
+
+class Coordinator:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = Settings.model_validate(settings)
+        self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        self.files = FileStore(self.settings.data_dir)
+        self.model = ReadModel()
+        self.dispatcher = Dispatcher(self.settings)
+        self.running: dict[str, Any] = {}  # batch_id -> actor handle
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._models: tuple[float, dict[str, str]] = (0.0, {})
+        self._catch_up()
+
+    # -- the log -----------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        while True:
+            events = self.store.read_all(after=self.model.position, limit=10_000)
+            if not events:
+                return
+            for e in events:
+                self.model.apply(e.stream_id, e.type, e.data, e.position)
+
+    def _append(self, stream: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if not events:
+            return
+        self.store.append(
+            stream,
+            [NewEvent(t, d) for t, d in events],
+            expected_version=self.store.version(stream),
+        )
+        self._catch_up()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def start(self) -> dict[str, Any]:
+        """Finish half-done creates, resume every non-terminal batch, start supervising."""
+        self._catch_up()
+        for batch_id, claim in self.model.claims.items():
+            if batch_id not in self.model.batches:
+                # Crashed between the claim and BatchCreated: finish the create.
+                self._append(batch_stream(batch_id), self._create_events(claim["params"]))
+        await self._refresh_models(force=True)
+        self._admit()
+        task = asyncio.get_running_loop().create_task(self._supervise())
+        self._tasks.add(task)
+        return {"batches": len(self.model.batches), "active": len(self.model.active_batches())}
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self._catch_up()
+                self._expire_queued()
+                self._admit()
+            except Exception:  # keep supervising whatever one round hit
+                log.exception("supervision round failed")
+
+    def _admit(self) -> None:
+        """Start actors for waiting batches: cancelling or overdue ones first, then oldest."""
+        now = int(time.time())
+        waiting = [b for b in self.model.active_batches() if b.id not in self.running]
+        waiting.sort(key=lambda b: (b.status != "cancelling", now < b.expires_at))
+        for state in waiting:
+            if len(self.running) >= self.settings.max_active_batches:
+                return
+            handle = BatchActorRemote.options(  # type: ignore[attr-defined]
+                name=names.batch_actor(state.id),
+                namespace=self.settings.namespace,
+                get_if_exists=True,
+                max_restarts=-1,
+                max_task_retries=-1,
+                num_cpus=0,
+            ).remote(state.id, self.settings.model_dump(mode="json"))
+            self.running[state.id] = handle
+            task = asyncio.get_running_loop().create_task(self._run_batch(state.id, handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch_id: str, handle: Any) -> None:
+        try:
+            await handle.run.remote()
+        except Exception:
+            log.exception("batch actor %s failed; it will be re-admitted", batch_id)
+            await asyncio.sleep(2.0)
+        finally:
+            self.running.pop(batch_id, None)
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:
+                log.debug("actor %s already gone", batch_id)
+        self._catch_up()
+        self._admit()
+
+    def _expire_queued(self) -> None:
+        """A batch that never got a slot before its window ended expires here.
+
+        Only unvalidated ones: they have no lines to report, so no files to write. An
+        overdue in_progress batch is admitted first instead, and its actor expires it.
+        """
+        now = int(time.time())
+        for state in self.model.active_batches():
+            if (
+                state.id not in self.running
+                and state.status == "validating"
+                and now >= state.expires_at
+            ):
+                expire = decider.Expire(at=now, output_file_id=None, error_file_id=None)
+                self._append(batch_stream(state.id), decider.decide(state, expire))
+
+    # -- models ------------------------------------------------------------------
+
+    async def _refresh_models(self, force: bool = False) -> dict[str, str]:
+        fetched_at, models = self._models
+        if force or time.monotonic() - fetched_at > 30.0:
+            fresh = await self.dispatcher.models()
+            # An upstream that failed to answer this once keeps its last known models.
+            models = {**models, **fresh} if models else fresh
+            self._models = (time.monotonic(), models)
+        return models
+
+    async def models(self) -> list[str]:
+        return sorted(await self._refresh_models())
+
+    async def model_owners(self) -> dict[str, str]:
+        return dict(await self._refresh_models())
+
+    # -- files -------------------------------------------------------------------
+
+    @returns_errors
+    async def register_file(
+        self,
+        tenant: str,
+        file_id: str | None,
+        filename: str,
+        purpose: str,
+        size: int,
+        sha256: str,
+        lines: int | None,
+        expires_at: int | None = None,
+    ) -> dict[str, Any]:
+        """Record a file whose bytes are already durable; idempotent for a known file_id."""
+        self._catch_up()
+        file_id = file_id or new_file_id()
+        existing = self.model.files.get(file_id)
+        if existing is not None:
+            return file_to_wire(existing)
+        data = {
+            "file_id": file_id,
+            "tenant": tenant,
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": size,
+            "created_at": int(time.time()),
+            "expires_at": expires_at,
+            "path": self.files.relative_path(file_id),
+            "sha256": sha256,
+            "lines": lines,
+        }
+        self._append(FILES_STREAM, [("FileUploaded", data)])
+        return file_to_wire(self.model.files[file_id])
+
+    @returns_errors
+    async def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        return file_to_wire(self._file(tenant, file_id))
+
+    @returns_errors
+    async def file_path(self, tenant: str, file_id: str) -> dict[str, Any]:
+        record = self._file(tenant, file_id)
+        return {"path": str(self.settings.data_dir / record["path"]), "bytes": record["bytes"]}
+
+    @returns_errors
+    async def list_files(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        self._catch_up()
+        records, has_more = self.model.list_files(tenant, purpose, after, limit, order)
+        return _page([file_to_wire(r) for r in records], has_more)
+
+    @returns_errors
+    async def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        self._file(tenant, file_id)
+        self._append(FILES_STREAM, [("FileDeleted", {"file_id": file_id, "at": int(time.time())})])
+        self.files.delete(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    def _file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        self._catch_up()
+        record = self.model.file(tenant, file_id)
+        if record is None:
+            raise NotFound(f"No such File object: {file_id}", param="file_id")
+        return record
+
+    # -- batches -----------------------------------------------------------------
+
+    @returns_errors
+    async def create_batch(
+        self, tenant: str, params: dict[str, Any], idempotency_key: str | None
+    ) -> dict[str, Any]:
+        """Returns {"batch": wire, "created": bool}. No await between lookup and claim."""
+        self._catch_up()
+        source = self.model.file(tenant, params["input_file_id"])
+        if source is None:
+            raise InvalidRequest(
+                f"Invalid input_file_id: no such file {params['input_file_id']!r}.",
+                param="input_file_id",
+                code="invalid_input_file_id",
+            )
+        if source["purpose"] != "batch":
+            raise InvalidRequest(
+                "The input file must be uploaded with purpose 'batch'.",
+                param="input_file_id",
+                code="invalid_input_file_id",
+            )
+        digest = idempotency_digest(
+            params["input_file_id"],
+            params["endpoint"],
+            params["completion_window"],
+            params.get("metadata"),
+            params.get("output_expires_after"),
+        )
+        now = int(time.time())
+        if idempotency_key is not None:
+            claim = self.model.idempotency.lookup(
+                tenant, idempotency_key, now, self.settings.idempotency_retention_s
+            )
+            if claim is not None:
+                if claim.digest != digest:
+                    raise IdempotencyConflict(
+                        "This idempotency key was already used with different parameters."
+                    )
+                return {
+                    "batch": batch_to_wire(self.model.batches[claim.batch_id]),
+                    "created": False,
+                }
+        create = {
+            "batch_id": new_batch_id(),
+            "tenant": tenant,
+            "input_file_id": params["input_file_id"],
+            "endpoint": params["endpoint"],
+            "completion_window": params["completion_window"],
+            "metadata": params.get("metadata"),
+            "output_expires_after": params.get("output_expires_after"),
+            "idempotency_key": idempotency_key,
+            "at": now,
+        }
+        if idempotency_key is not None:
+            claim_data = {
+                "tenant": tenant,
+                "key": idempotency_key,
+                "digest": digest,
+                "batch_id": create["batch_id"],
+                "params": create,
+                "at": now,
+            }
+            self._append(COORDINATOR_STREAM, [("IdempotencyKeyClaimed", claim_data)])
+        self._append(batch_stream(create["batch_id"]), self._create_events(create))
+        self._admit()
+        return {"batch": batch_to_wire(self.model.batches[create["batch_id"]]), "created": True}
+
+    def _create_events(self, create: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        command = decider.CreateBatch(**create)
+        events = decider.decide(None, command)
+        if self.settings.completion_window_s != 86_400:
+            # A test setting shortens the window; the event records the real deadline.
+            for _, data in events:
+                if "expires_at" in data:
+                    data["expires_at"] = create["at"] + self.settings.completion_window_s
+        return events
+
+    @returns_errors
+    async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        return batch_to_wire(self._batch(tenant, batch_id))
+
+    @returns_errors
+    async def list_batches(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
+        self._catch_up()
+        states, has_more = self.model.list_batches(tenant, after, limit)
+        return _page([batch_to_wire(s) for s in states], has_more)
+
+    @returns_errors
+    async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        state = self._batch(tenant, batch_id)
+        handle = self.running.get(batch_id)
+        if handle is not None:
+            result: dict[str, Any] = await handle.cancel.remote()
+            if is_error(result):
+                return result
+            self._catch_up()
+            return batch_to_wire(self.model.batches[batch_id])
+        # No actor owns the stream while the batch waits for a slot: write here.
+        events = decider.decide(state, decider.Cancel(at=int(time.time())))
+        self._append(batch_stream(batch_id), events)
+        self._admit()  # a cancelling batch is admitted first, to write its files
+        return batch_to_wire(self.model.batches[batch_id])
+
+    @returns_errors
+    async def batch_events(
+        self, tenant: str, batch_id: str, after: int | None, limit: int
+    ) -> dict[str, Any]:
+        self._batch(tenant, batch_id)
+        events = self.store.read(
+            batch_stream(batch_id), from_version=(after or 0) + 1, limit=limit + 1
+        )
+        data = [
+            {
+                "id": f"{batch_id}:{e.version}",
+                "object": "batch.event",
+                "version": e.version,
+                "type": e.type,
+                "recorded_at": e.recorded_at,
+                "data": e.data,
+            }
+            for e in events[:limit]
+        ]
+        return _page(data, len(events) > limit)
+
+    def _batch(self, tenant: str, batch_id: str) -> decider.BatchState:
+        self._catch_up()
+        state = self.model.batch(tenant, batch_id)
+        if state is None:
+            raise NotFound(f"No such Batch object: {batch_id}", param="batch_id")
+        return state
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "position": self.model.position,
+            "batches": len(self.model.batches),
+            "running": sorted(self.running),
+        }
+
+    def data_dir(self) -> str:
+        return str(self.settings.data_dir.resolve())
+
+
+def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+CoordinatorRemote = ray.remote(Coordinator)
+
+
+def get_or_create_coordinator(settings: Settings) -> Any:
+    return CoordinatorRemote.options(  # type: ignore[attr-defined]
+        name=COORDINATOR_NAME,
+        namespace=settings.namespace,
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=1000,
+    ).remote(settings.model_dump(mode="json"))

@@ -1,0 +1,107 @@
+"""Routes a chunk of requests to whoever serves its model: a local model or an upstream.
+
+A batch does not know which one serves it: both take the same chunk call and give
+back the same outcomes (docs/architecture.md, "Executors").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors import names
+from batches.settings import Settings
+
+log = logging.getLogger("batchlog.dispatch")
+
+LOCAL = "local"
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local: Any = None
+        self._upstream: Any = None
+        self._owners: dict[str, str] = {}
+
+    def _local_pool(self) -> Any:
+        if self._local is None and self.settings.use_local_models:
+            from actors.local_models import LocalModelPool
+
+            self._local = LocalModelPool(
+                namespace=self.settings.namespace,
+                chat_replicas=self.settings.chat_replicas,
+                chat_threads=self.settings.chat_threads,
+                embed_replicas=self.settings.embed_replicas,
+                embed_threads=self.settings.embed_threads,
+            )
+        return self._local
+
+    def _upstream_actor(self) -> Any:
+        if self._upstream is None and (self.settings.upstream or self.settings.model_map):
+            from actors.upstream import UpstreamExecutorActor
+
+            upstreams = []
+            if self.settings.upstream:
+                upstreams.append(self._upstream_config("default", self.settings.upstream))
+            for url in sorted(set(self.settings.model_map.values())):
+                upstreams.append(self._upstream_config(url, url))
+            self._upstream = UpstreamExecutorActor.options(  # type: ignore[attr-defined]
+                name=names.UPSTREAM,
+                namespace=self.settings.namespace,
+                get_if_exists=True,
+                num_cpus=0,
+                max_concurrency=1000,
+            ).remote(
+                upstreams,
+                dict(self.settings.model_map),
+                {
+                    "max_attempts": self.settings.retry_max_attempts,
+                    "base_delay": self.settings.retry_base_delay_s,
+                    "max_delay": self.settings.retry_max_delay_s,
+                },
+            )
+        return self._upstream
+
+    def _upstream_config(self, name: str, url: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "base_url": url.rstrip("/"),
+            "api_key": self.settings.upstream_api_key,
+            "timeout_s": self.settings.upstream_timeout_s,
+            "max_concurrency": self.settings.upstream_max_concurrency,
+        }
+
+    async def models(self) -> dict[str, str]:
+        """model id -> who serves it ("local" or an upstream's name)."""
+        owners: dict[str, str] = {}
+        upstream = self._upstream_actor()
+        if upstream is not None:
+            owners.update(await upstream.model_routes.remote())
+        local = self._local_pool()
+        if local is not None:
+            owners.update(dict.fromkeys(local.models(), LOCAL))
+        self._owners = owners
+        return owners
+
+    def use_routes(self, owners: dict[str, str]) -> None:
+        """Route by a model list fetched elsewhere (the coordinator's cached one)."""
+        self._owners = dict(owners)
+
+    async def run_chunk(
+        self, endpoint: str, model: str, items: list[dict[str, Any]], batch_id: str
+    ) -> list[dict[str, Any]]:
+        if not self._owners:
+            await self.models()
+        if self._owners.get(model) == LOCAL:
+            outcomes: list[dict[str, Any]] = await self._local_pool().run_chunk(
+                endpoint, model, items, batch_id
+            )
+            return outcomes
+        upstream = self._upstream_actor()
+        if upstream is None:
+            raise RuntimeError(f"no executor serves model {model!r}")
+        result: list[dict[str, Any]] = await upstream.run_chunk.remote(
+            endpoint, model, items, batch_id
+        )
+        return result

@@ -1,0 +1,8 @@
+"""Names of the deployment's named Ray actors (all in the namespace from Settings)."""
+
+COORDINATOR = "batchlog-coordinator"
+UPSTREAM = "batchlog-upstream"
+
+
+def batch_actor(batch_id: str) -> str:
+    return f"batchlog-batch-{batch_id}"

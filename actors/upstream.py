@@ -1,0 +1,415 @@
+"""The executor for OpenAI-compatible HTTP upstreams (vLLM, Ollama, OpenAI, ...).
+
+A batch actor hands a chunk of work items to ``UpstreamExecutorActor.run_chunk`` and gets
+one Outcome per item back (shapes in ``docs/architecture.md``, "Executors"). The executor
+is one async Ray actor shared by every batch actor, so all chunks bound for an upstream
+share its connection pool and its in-flight semaphore.
+
+- ``HttpUpstream``: one upstream. ``httpx.AsyncClient`` with ``max_connections =
+  max_concurrency``, an ``asyncio.Semaphore(max_concurrency)`` around each attempt,
+  retries with exponential backoff + jitter (honouring ``Retry-After``) on 408, 429, 5xx,
+  timeouts, refused and dropped connections. The semaphore is held for an attempt only,
+  never during a backoff sleep.
+- ``UpstreamRouter``: model -> upstream (a model map, then what each upstream's
+  ``GET /models`` lists, then a default upstream).
+- ``UpstreamExecutor`` / ``UpstreamExecutorActor``: the Ray async-actor wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+import ray
+
+from batches.domain.ids import new_request_id
+
+log = logging.getLogger(__name__)
+
+WorkItem = dict[str, Any]
+Outcome = dict[str, Any]
+
+# --- retry policy -------------------------------------------------------------------
+# TODO: switch to ``from batches.domain.retry import RetryPolicy, backoff_delay,
+# is_retryable_status`` once that module lands; these are private stand-ins with the
+# same names and signatures.
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.5
+
+
+def is_retryable_status(code: int) -> bool:
+    """408, 429 and 5xx are worth another attempt; other statuses are final."""
+    return code in (408, 429) or code >= 500
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(seconds, 0.0)
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: str | None, rand: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential ``base_delay * 2**(attempt-1)`` capped at ``max_delay``, of which a
+    fraction ``jitter`` is randomised by ``rand`` in [0, 1); a ``Retry-After`` (seconds or
+    an HTTP date) raises the wait to at least that, still capped at ``max_delay``.
+    """
+    exp = min(policy.max_delay, policy.base_delay * (2 ** max(attempt - 1, 0)))
+    delay = exp * (1.0 - policy.jitter * rand)
+    ra = _parse_retry_after(retry_after)
+    if ra is not None:
+        delay = max(delay, ra)
+    return min(max(delay, 0.0), policy.max_delay)
+
+
+# --- one upstream -------------------------------------------------------------------
+
+_rng = random.Random()
+_MAX_ERROR_TEXT = 2000
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    base_url: str  # ends in /v1
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    max_concurrency: int = 64
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UpstreamConfig:
+        known = {"name", "base_url", "api_key", "timeout_s", "max_concurrency"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown upstream settings: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _header_safe(value: str) -> str:
+    """Header values must be visible ASCII: percent-encode anything else."""
+    if value.isascii() and value.isprintable():
+        return value
+    from urllib.parse import quote
+
+    return quote(value, safe="!#$%&'()*+,-./:;<=>?@[]^_`{|}~ ")
+
+
+def _parse_body(resp: httpx.Response) -> tuple[dict[str, Any], bool]:
+    """(body as a dict, whether it was a JSON object)."""
+    content = resp.content
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content[:_MAX_ERROR_TEXT].decode("utf-8", errors="replace")
+        return {"error": {"message": text}}, False
+    if isinstance(parsed, dict):
+        return parsed, True
+    return {
+        "error": {"message": content[:_MAX_ERROR_TEXT].decode("utf-8", errors="replace")}
+    }, False
+
+
+class HttpUpstream:
+    """One OpenAI-compatible upstream: pooled client, in-flight bound, retries."""
+
+    def __init__(self, config: UpstreamConfig, policy: RetryPolicy | None = None) -> None:
+        self.config = config
+        self.policy = policy or RetryPolicy()
+        self.name = config.name
+        self.base_url = config.base_url.rstrip("/")
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s),
+            limits=httpx.Limits(
+                max_connections=config.max_concurrency,
+                max_keepalive_connections=config.max_concurrency,
+            ),
+        )
+        self._sem = asyncio.Semaphore(config.max_concurrency)
+        self.inflight = 0
+        self.max_inflight = 0
+        self.attempts_total = 0
+
+    def url_for(self, endpoint: str) -> str:
+        """``/v1/chat/completions`` -> ``{base_url}/chat/completions``."""
+        path = endpoint[len("/v1") :] if endpoint.startswith("/v1/") else endpoint
+        if not path.startswith("/"):
+            path = "/" + path
+        return self.base_url + path
+
+    async def list_models(self) -> list[str]:
+        """The ids from ``GET /models``; ``[]`` (and a warning) if it cannot be had."""
+        try:
+            resp = await self._client.get(
+                self.base_url + "/models", timeout=min(self.config.timeout_s, 10.0)
+            )
+            resp.raise_for_status()
+            data = orjson.loads(resp.content).get("data", [])
+            return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        except Exception as e:
+            log.warning("upstream %s: cannot list models at %s: %r", self.name, self.base_url, e)
+            return []
+
+    async def run_chunk(self, endpoint: str, items: list[WorkItem], batch_id: str) -> list[Outcome]:
+        """One Outcome per item, in the items' order; never raises for an item's failure."""
+        url = self.url_for(endpoint)
+        return list(await asyncio.gather(*(self._run_one(url, it, batch_id) for it in items)))
+
+    async def _run_one(self, url: str, item: WorkItem, batch_id: str) -> Outcome:
+        custom_id = str(item.get("custom_id", ""))
+        outcome: Outcome = {
+            "line": item.get("line"),
+            "custom_id": custom_id,
+            "status_code": None,
+            "body": None,
+            "error": None,
+            "attempts": 0,
+            "latency_ms": 0.0,
+            "request_id": new_request_id(),
+            "started_at": time.time(),
+            "finished_at": 0.0,
+        }
+        t0 = time.perf_counter()
+        try:
+            payload = orjson.dumps(item["body"])
+        except (KeyError, TypeError) as e:
+            outcome["error"] = {"code": "upstream_error", "message": f"cannot encode body: {e}"}
+            outcome["finished_at"] = time.time()
+            return outcome
+        headers = {"x-batchlog-request": _header_safe(f"{batch_id}:{custom_id}")}
+        policy = self.policy
+        attempt = 0
+        started = False
+        while True:
+            attempt += 1
+            resp: httpx.Response | None = None
+            error: dict[str, str] | None = None
+            async with self._sem:
+                if not started:  # the clock starts at the first attempt, not in the queue
+                    started = True
+                    outcome["started_at"] = time.time()
+                    t0 = time.perf_counter()
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+                self.attempts_total += 1
+                try:
+                    resp = await self._client.post(url, content=payload, headers=headers)
+                except httpx.TimeoutException as e:
+                    error = {"code": "upstream_timeout", "message": _describe(e, url)}
+                except (httpx.ConnectError, httpx.UnsupportedProtocol) as e:
+                    error = {"code": "upstream_unreachable", "message": _describe(e, url)}
+                except httpx.HTTPError as e:  # dropped connections, protocol errors
+                    error = {"code": "upstream_error", "message": _describe(e, url)}
+                finally:
+                    self.inflight -= 1
+            retry_after: str | None = None
+            if resp is not None:
+                status = resp.status_code
+                if (
+                    200 <= status < 300
+                    or not is_retryable_status(status)
+                    or attempt >= policy.max_attempts
+                ):
+                    body, ok = _parse_body(resp)
+                    outcome["status_code"] = status
+                    outcome["body"] = body
+                    if 200 <= status < 300 and not ok:
+                        outcome["error"] = {
+                            "code": "upstream_error",
+                            "message": "the upstream answered with a body that is not a JSON object",
+                        }
+                    break
+                retry_after = resp.headers.get("retry-after")
+            elif attempt >= policy.max_attempts:
+                if attempt > 1:
+                    assert error is not None
+                    error["message"] += f" (after {attempt} attempts)"
+                outcome["error"] = error
+                break
+            await asyncio.sleep(backoff_delay(policy, attempt, retry_after, _rng.random()))
+        outcome["attempts"] = attempt
+        outcome["finished_at"] = time.time()
+        outcome["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+        return outcome
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base_url": self.base_url,
+            "max_concurrency": self.config.max_concurrency,
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight,
+            "attempts_total": self.attempts_total,
+        }
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _describe(e: Exception, url: str) -> str:
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text} ({url})"
+
+
+# --- routing --------------------------------------------------------------------------
+
+
+def _model_not_found(model: str | None, items: list[WorkItem]) -> list[Outcome]:
+    now = time.time()
+    body = {
+        "error": {
+            "message": f"The model `{model}` is not served by any configured upstream.",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+    return [
+        {
+            "line": it.get("line"),
+            "custom_id": str(it.get("custom_id", "")),
+            "status_code": 404,
+            "body": body,
+            "error": None,
+            "attempts": 0,
+            "latency_ms": 0.0,
+            "request_id": new_request_id(),
+            "started_at": now,
+            "finished_at": now,
+        }
+        for it in items
+    ]
+
+
+class UpstreamRouter:
+    """Picks the upstream for a model: the model map, then discovery, then the default."""
+
+    REFRESH_MIN_INTERVAL_S = 5.0
+
+    def __init__(
+        self,
+        upstreams: list[HttpUpstream],
+        model_map: dict[str, str] | None = None,
+        default: str | None = None,
+    ) -> None:
+        self.upstreams = {u.name: u for u in upstreams}
+        if len(self.upstreams) != len(upstreams):
+            raise ValueError("upstream names must be unique")
+        self.model_map = dict(model_map or {})
+        for model, name in self.model_map.items():
+            if name not in self.upstreams:
+                raise ValueError(f"model map sends {model!r} to unknown upstream {name!r}")
+        if default is not None and default not in self.upstreams:
+            raise ValueError(f"unknown default upstream {default!r}")
+        self.default = default
+        self._discovered: dict[str, str] = {}
+        self._refreshed_at = float("-inf")
+        self._refresh_lock = asyncio.Lock()
+
+    async def list_models(self) -> dict[str, str]:
+        """model -> upstream name: every upstream's ``GET /models`` (first upstream listing
+        a model wins) overlaid with the model map. Also refreshes ``resolve``'s view."""
+        ups = list(self.upstreams.values())
+        listed = await asyncio.gather(*(u.list_models() for u in ups))
+        found: dict[str, str] = {}
+        for u, models in zip(ups, listed, strict=True):
+            for m in models:
+                found.setdefault(m, u.name)
+        self._discovered = found
+        self._refreshed_at = time.monotonic()
+        return {**found, **self.model_map}
+
+    def resolve(self, model: str | None) -> HttpUpstream | None:
+        if model is not None:
+            name = self.model_map.get(model) or self._discovered.get(model)
+            if name is not None:
+                return self.upstreams[name]
+        return self.upstreams[self.default] if self.default is not None else None
+
+    async def run_chunk(
+        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
+    ) -> list[Outcome]:
+        upstream = self.resolve(model)
+        if upstream is None:
+            async with self._refresh_lock:
+                if time.monotonic() - self._refreshed_at >= self.REFRESH_MIN_INTERVAL_S:
+                    await self.list_models()
+            upstream = self.resolve(model)
+        if upstream is None:
+            return _model_not_found(model, items)
+        return await upstream.run_chunk(endpoint, items, batch_id)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(u.aclose() for u in self.upstreams.values()))
+
+
+# --- the Ray actor ----------------------------------------------------------------------
+
+
+class UpstreamExecutor:
+    """The executor actor's body: one router over ``HttpUpstream``s for the whole node.
+
+    ``upstreams``: ``[{"name", "base_url", "api_key"?, "timeout_s"?, "max_concurrency"?}]``;
+    ``model_map``: model -> upstream name; ``retry``: ``RetryPolicy`` fields; ``default``:
+    the upstream for models nobody claims (with a single upstream, that one).
+    """
+
+    def __init__(
+        self,
+        upstreams: list[dict[str, Any]],
+        model_map: dict[str, str] | None = None,
+        retry: dict[str, Any] | None = None,
+        default: str | None = None,
+    ) -> None:
+        policy = RetryPolicy(**(retry or {}))
+        ups = [HttpUpstream(UpstreamConfig.from_dict(u), policy) for u in upstreams]
+        if default is None and len(ups) == 1:
+            default = ups[0].name
+        self.router = UpstreamRouter(ups, model_map, default)
+
+    async def list_models(self) -> list[str]:
+        """Every model some upstream serves (or the model map names), sorted."""
+        return sorted(await self.router.list_models())
+
+    async def model_routes(self) -> dict[str, str]:
+        """model -> upstream name."""
+        return await self.router.list_models()
+
+    async def run_chunk(
+        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
+    ) -> list[Outcome]:
+        return await self.router.run_chunk(endpoint, model, items, batch_id)
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return [u.stats() for u in self.router.upstreams.values()]
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
+
+
+UpstreamExecutorActor = ray.remote(UpstreamExecutor)

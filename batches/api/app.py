@@ -1,0 +1,53 @@
+"""Wires settings, the coordinator handle and the routers into one FastAPI app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from batches.api import batches, errors, files, models
+from batches.api.errors import envelope
+from batches.filestore import FileStore
+from batches.settings import Settings
+
+
+class Backpressure(BaseHTTPMiddleware):
+    """A flood gets 503 in the OpenAI envelope instead of queueing without bound."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        super().__init__(app)
+        self.limit = limit
+        self.in_flight = 0
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.in_flight >= self.limit:
+            return envelope(503, "The server is overloaded; retry later.", "overloaded", None)
+        self.in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            self.in_flight -= 1
+
+
+def create_app(settings: Settings, coordinator: Any) -> FastAPI:
+    app = FastAPI(
+        title="batchlog",
+        version="0.1.0",
+        description="OpenAI-compatible Files and Batches API on an event-sourced actor system.",
+    )
+    app.state.settings = settings
+    app.state.coordinator = coordinator
+    app.state.files = FileStore(settings.data_dir)
+    errors.install(app)
+    app.add_middleware(Backpressure, limit=settings.max_inflight_requests)
+    for module in (files, batches, models):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> Any:
+        return await coordinator.health.remote()
+
+    return app

@@ -1,0 +1,88 @@
+"/v1/batches: create (idempotent), list, get, cancel, and the timeline extension."
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import ValidationError
+
+from batches.api.auth import tenant_of
+from batches.api.errors import ApiError, unwrap
+from batches.domain.idempotency import resolve_idempotency_key
+from batches.domain.wire import CreateBatchRequest
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+Tenant = Annotated[str, Depends(tenant_of)]
+
+
+async def _json_body(request: Request) -> Any:
+    limit = request.app.state.settings.max_json_body_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400, "We could not parse the JSON body of your request.", "invalid_json"
+        ) from exc
+
+
+@router.post("")
+async def create_batch(request: Request, tenant: Tenant) -> Any:
+    raw = await _json_body(request)
+    if not isinstance(raw, dict):
+        raise ApiError(400, "The request body must be a JSON object.", "invalid_request")
+    try:
+        body = CreateBatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_request"
+        raise ApiError(
+            400, f"{param}: {first['msg']}" if param else first["msg"], code, param
+        ) from exc
+    key = resolve_idempotency_key(
+        body.idempotency_key, body.idem_tok, request.headers.get("idempotency-key")
+    )
+    params = body.model_dump(mode="json", exclude={"idempotency_key", "idem_tok"})
+    result = unwrap(await request.app.state.coordinator.create_batch.remote(tenant, params, key))
+    return ORJSONResponse(result["batch"], status_code=200)
+
+
+@router.get("")
+async def list_batches(
+    request: Request,
+    tenant: Tenant,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Any:
+    return unwrap(await request.app.state.coordinator.list_batches.remote(tenant, after, limit))
+
+
+@router.get("/{batch_id}")
+async def get_batch(request: Request, tenant: Tenant, batch_id: str) -> Any:
+    return unwrap(await request.app.state.coordinator.get_batch.remote(tenant, batch_id))
+
+
+@router.post("/{batch_id}/cancel")
+async def cancel_batch(request: Request, tenant: Tenant, batch_id: str) -> Any:
+    return unwrap(await request.app.state.coordinator.cancel_batch.remote(tenant, batch_id))
+
+
+@router.get("/{batch_id}/events", summary="The batch's event timeline (a batchlog extension)")
+async def batch_events(
+    request: Request,
+    tenant: Tenant,
+    batch_id: str,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Not part of OpenAI's API: every event of the batch in order, paged by version."""
+    coordinator = request.app.state.coordinator
+    return unwrap(await coordinator.batch_events.remote(tenant, batch_id, after, limit))

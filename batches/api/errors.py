@@ -1,0 +1,94 @@
+"""Every error leaves as OpenAI's envelope: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.results import ERROR_KEY, is_error
+from batches.domain.errors import DomainError
+
+log = logging.getLogger("batchlog.api")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.headers = headers or {}
+
+
+def error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def envelope(
+    status: int,
+    message: str,
+    code: str | None,
+    param: str | None,
+    headers: dict[str, str] | None = None,
+) -> ORJSONResponse:
+    body = {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def unwrap(result: Any) -> Any:
+    """An actor answer is either the value or an error record: raise the latter."""
+    if is_error(result):
+        e = result[ERROR_KEY]
+        raise ApiError(e["status"], e["message"], e["code"], e["param"], e.get("headers"))
+    return result
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> ORJSONResponse:
+        return envelope(exc.status, exc.message, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> ORJSONResponse:
+        return envelope(exc.http_status, exc.message, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        message = first.get("msg", "Invalid request.")
+        return envelope(
+            400,
+            f"{'.'.join(loc)}: {message}" if loc else message,
+            "invalid_request",
+            ".".join(loc) or None,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        return envelope(exc.status_code, str(exc.detail), None, None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return envelope(
+            500, "The server had an error while processing your request.", "server_error", None
+        )

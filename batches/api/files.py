@@ -1,0 +1,122 @@
+"""/v1/files: upload (streamed to disk, bounded memory), list, get, delete, content."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from batches.api.auth import tenant_of
+from batches.api.errors import ApiError, unwrap
+from batches.domain.ids import new_file_id
+from batches.filestore import DurableWriter, FileTooLarge
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+Tenant = Annotated[str, Depends(tenant_of)]
+PURPOSES = {"batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals"}
+COPY_CHUNK = 1 << 20
+
+
+def _copy(upload: UploadFile, writer: DurableWriter) -> None:
+    with writer:
+        while chunk := upload.file.read(COPY_CHUNK):
+            writer.write(chunk)
+
+
+@router.post("")
+async def upload_file(
+    request: Request,
+    tenant: Tenant,
+    file: UploadFile,
+    purpose: Annotated[str, Form()],
+) -> Any:
+    if purpose not in PURPOSES:
+        raise ApiError(400, f"Invalid purpose {purpose!r}.", "invalid_purpose", "purpose")
+    if purpose != "batch":
+        raise ApiError(
+            400, "Only purpose 'batch' can be uploaded here.", "invalid_purpose", "purpose"
+        )
+    form = await request.form()
+    expires_at = _expires_at(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
+    settings = request.app.state.settings
+    file_id = new_file_id()
+    writer = request.app.state.files.writer(file_id, max_bytes=settings.max_file_bytes)
+    try:
+        await asyncio.to_thread(_copy, file, writer)
+    except FileTooLarge as exc:
+        raise ApiError(400, str(exc), "file_too_large", "file") from exc
+    if writer.bytes == 0:
+        request.app.state.files.delete(file_id)
+        raise ApiError(400, "The uploaded file is empty.", "empty_file", "file")
+    result = await request.app.state.coordinator.register_file.remote(
+        tenant,
+        file_id,
+        file.filename or "upload.jsonl",
+        purpose,
+        writer.bytes,
+        writer.sha256,
+        writer.line_count,
+        expires_at,
+    )
+    return unwrap(result)
+
+
+def _expires_at(anchor: Any, seconds: Any) -> int | None:
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise ApiError(
+            400,
+            "expires_after[anchor] must be 'created_at'.",
+            "invalid_request",
+            "expires_after[anchor]",
+        )
+    try:
+        value = int(str(seconds))
+    except ValueError as exc:
+        raise ApiError(
+            400,
+            "expires_after[seconds] must be an integer.",
+            "invalid_request",
+            "expires_after[seconds]",
+        ) from exc
+    if not 3600 <= value <= 2_592_000:
+        raise ApiError(
+            400,
+            "expires_after[seconds] must be between 3600 and 2592000.",
+            "invalid_request",
+            "expires_after[seconds]",
+        )
+    return int(time.time()) + value
+
+
+@router.get("")
+async def list_files(
+    request: Request,
+    tenant: Tenant,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> Any:
+    coordinator = request.app.state.coordinator
+    return unwrap(await coordinator.list_files.remote(tenant, purpose, after, limit, order))
+
+
+@router.get("/{file_id}")
+async def get_file(request: Request, tenant: Tenant, file_id: str) -> Any:
+    return unwrap(await request.app.state.coordinator.get_file.remote(tenant, file_id))
+
+
+@router.delete("/{file_id}")
+async def delete_file(request: Request, tenant: Tenant, file_id: str) -> Any:
+    return unwrap(await request.app.state.coordinator.delete_file.remote(tenant, file_id))
+
+
+@router.get("/{file_id}/content")
+async def file_content(request: Request, tenant: Tenant, file_id: str) -> FileResponse:
+    found = unwrap(await request.app.state.coordinator.file_path.remote(tenant, file_id))
+    return FileResponse(found["path"], media_type="application/octet-stream")

@@ -1,0 +1,75 @@
+"""The `batchlog` command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from batches.settings import Settings
+
+app = typer.Typer(
+    help="batchlog: OpenAI-compatible batches on an event-sourced actor system.",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def main() -> None:
+    """batchlog: OpenAI-compatible batches on an event-sourced actor system."""
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Flags given on the command line win over BATCHLOG_* variables and defaults."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env BATCHLOG_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env BATCHLOG_PORT].")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the event log and files live [env BATCHLOG_DATA_DIR]."),
+    ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible base URL, e.g. http://host:8000/v1 [env BATCHLOG_UPSTREAM]. "
+            "Without it the embedded local models serve."
+        ),
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None,
+        typer.Option(help="Bearer key for the upstream [env BATCHLOG_UPSTREAM_API_KEY]."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray to join: 'auto' or an address [env BATCHLOG_RAY_ADDRESS]. "
+            "Default: start a local Ray on 127.0.0.1."
+        ),
+    ] = None,
+) -> None:
+    """Run the service: the REST API, the coordinator and the batch actors."""
+    from batches.serve import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        upstream=upstream,
+        upstream_api_key=upstream_api_key,
+        ray_address=ray_address,
+    )
+    typer.echo(
+        f"batchlog serving on http://{settings.host}:{settings.port}/v1 (data: {settings.data_dir})"
+    )
+    run(settings)
+
+
+if __name__ == "__main__":
+    app()

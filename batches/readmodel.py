@@ -1,0 +1,110 @@
+"""The read side: a projection of the whole event log into batches, files and idempotency claims.
+
+GET and list are answered from here, never by waking a batch actor. The coordinator
+feeds it every event in global order (`EventStore.read_all`), so it is rebuilt from
+the log at start and kept fresh by catching up before each read.
+Pure: no I/O, so it can be tested and replayed without starting anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from batches.domain import decider
+from batches.domain.decider import BatchState
+from batches.domain.idempotency import IdempotencyIndex
+
+BATCH_PREFIX = "batch-"
+FILES_STREAM = "files"
+COORDINATOR_STREAM = "coordinator"
+
+
+def batch_stream(batch_id: str) -> str:
+    return BATCH_PREFIX + batch_id
+
+
+@dataclass
+class ReadModel:
+    batches: dict[str, BatchState] = field(default_factory=dict)
+    # (created_at, position) per batch id, kept sorted, so lists page without sorting.
+    _batch_keys: list[tuple[int, int, str]] = field(default_factory=list)
+    _key_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch_id -> claim data
+    idempotency: IdempotencyIndex = field(default_factory=IdempotencyIndex)
+    position: int = 0
+
+    def apply(self, stream_id: str, type_: str, data: dict[str, Any], position: int) -> None:
+        if stream_id.startswith(BATCH_PREFIX):
+            batch_id = stream_id[len(BATCH_PREFIX) :]
+            previous = self.batches.get(batch_id)
+            self.batches[batch_id] = decider.evolve(previous, type_, data)
+            if previous is None:
+                key = (int(data["created_at"]), position, batch_id)
+                self._key_of[batch_id] = key
+                bisect.insort(self._batch_keys, key)
+        elif stream_id == FILES_STREAM:
+            if type_ == "FileUploaded":
+                self.files[data["file_id"]] = data
+            elif type_ == "FileDeleted":
+                self.files.pop(data["file_id"], None)
+        elif stream_id == COORDINATOR_STREAM and type_ == "IdempotencyKeyClaimed":
+            self.claims[data["batch_id"]] = data
+            self.idempotency.claim(
+                data["tenant"], data["key"], data["digest"], data["batch_id"], data["at"]
+            )
+        self.position = max(self.position, position)
+
+    # -- queries ---------------------------------------------------------------
+
+    def batch(self, tenant: str, batch_id: str) -> BatchState | None:
+        state = self.batches.get(batch_id)
+        return state if state is not None and state.tenant == tenant else None
+
+    def list_batches(
+        self, tenant: str, after: str | None, limit: int
+    ) -> tuple[list[BatchState], bool]:
+        """Newest first; `after` is the id of the last batch of the previous page."""
+        keys = self._batch_keys
+        end = len(keys)
+        if after is not None:
+            anchor = self.batches.get(after)
+            if anchor is None or anchor.tenant != tenant:
+                return [], False
+            end = bisect.bisect_left(keys, self._key_of[after])
+        page: list[BatchState] = []
+        i = end - 1
+        while i >= 0 and len(page) <= limit:
+            state = self.batches[keys[i][2]]
+            if state.tenant == tenant:
+                page.append(state)
+            i -= 1
+        return page[:limit], len(page) > limit
+
+    def file(self, tenant: str, file_id: str) -> dict[str, Any] | None:
+        record = self.files.get(file_id)
+        return record if record is not None and record["tenant"] == tenant else None
+
+    def list_files(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> tuple[list[dict[str, Any]], bool]:
+        records = [
+            f
+            for f in self.files.values()
+            if f["tenant"] == tenant and (purpose is None or f["purpose"] == purpose)
+        ]
+        records.sort(key=lambda f: (f["created_at"], f["file_id"]), reverse=order == "desc")
+        if after is not None:
+            ids = [f["file_id"] for f in records]
+            records = records[ids.index(after) + 1 :] if after in ids else []
+        return records[:limit], len(records) > limit
+
+    def active_batches(self) -> list[BatchState]:
+        """Batches that need an actor, oldest first (the admission order)."""
+        return [
+            self.batches[k[2]]
+            for k in self._batch_keys
+            if self.batches[k[2]].status in decider.ACTIVE_STATUSES
+        ]

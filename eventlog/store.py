@@ -1,0 +1,630 @@
+"""EventStore: the file backend (a directory of segments, a lock file and snapshots).
+
+Writers: every commit holds the commit lock (``locking.py``); under it the store catches
+up on frames other processes appended, checks expected versions, writes one frame per
+append group, fdatasyncs and only then answers. Concurrent appends from threads of one
+process are gathered into one write and one fdatasync (group commit).
+
+Readers catch up without the lock: they index complete, CRC-valid frames up to the current
+file size and leave an incomplete tail alone (it may be a write in progress).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import frames as fr
+from .errors import CorruptLog, EventLogError, StoreFailed, WrongExpectedVersion
+from .locking import CommitLock, close_commit_lock, open_commit_lock
+from .model import NewEvent, RecordedEvent, Snapshot, check_stream_id, make_recorded
+from .segments import (
+    READ_CHUNK,
+    fsync_dir,
+    list_segments,
+    pread_exact,
+    pwrite_all,
+    segment_name,
+)
+from .snapshots import read_snapshot, write_snapshot
+
+log = logging.getLogger("eventlog")
+
+
+class _Segment:
+    __slots__ = ("first_position", "path", "rfd")
+
+    def __init__(self, first_position: int, path: Path) -> None:
+        self.first_position = first_position
+        self.path = path
+        self.rfd = os.open(path, os.O_RDONLY)
+
+
+class _Stream:
+    __slots__ = ("fi", "fv", "version")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.fv = array("q")  # first version of each of the stream's frames
+        self.fi = array("q")  # index of that frame in the store's frame arrays
+
+
+class _Request:
+    __slots__ = ("count", "done", "error", "expected", "payload", "sid", "stream_id", "version")
+
+    def __init__(self, stream_id: str, payload: bytes, count: int, expected: int) -> None:
+        self.stream_id = stream_id
+        self.sid = stream_id.encode("ascii")
+        self.payload = payload
+        self.count = count
+        self.expected = expected
+        self.done = False
+        self.error: BaseException | None = None
+        self.version = 0
+
+
+class EventStore:
+    """An append-only store of event streams with a global order. Thread- and process-safe."""
+
+    def __init__(self, root: Path, lock: CommitLock, *, fsync: bool, segment_bytes: int) -> None:
+        self._root = root
+        self._seg_dir = root / "segments"
+        self._snap_dir = root / "snapshots"
+        self._lock = lock
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._segments: list[_Segment] = []
+        self._tail = 0  # end of the last indexed frame in the last segment
+        self._next_position = 1
+        # one entry per frame, in global order
+        self._f_pos = array("q")
+        self._f_seg = array("q")
+        self._f_off = array("q")
+        self._f_len = array("q")
+        self._streams: dict[str, _Stream] = {}
+        self._index_lock = threading.Lock()
+        self._commit_turn = threading.Lock()
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
+        self._inflight: int | None = None  # offset of our own write in progress, if any
+        self._wfd: int | None = None  # write descriptor of the last segment
+        self._wseg: _Segment | None = None
+        self._failed: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, fsync: bool = True, segment_bytes: int = 64 * 2**20
+    ) -> EventStore:
+        """Open (creating if needed) the store in directory ``path``, recovering its tail."""
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
+        root = Path(path)
+        created = not root.exists()
+        for d in (root, root / "segments", root / "snapshots"):
+            d.mkdir(parents=True, exist_ok=True)
+        if created and fsync:
+            fsync_dir(root)
+            fsync_dir(root.parent)
+        lock = open_commit_lock(root / "LOCK")
+        store = cls(root, lock, fsync=fsync, segment_bytes=segment_bytes)
+        try:
+            lock.acquire()
+            try:
+                store._recover()
+            finally:
+                lock.release()
+        except BaseException:
+            store._close_files()
+            close_commit_lock(lock)
+            raise
+        return store
+
+    def _recover(self) -> None:
+        on_disk = list_segments(self._seg_dir)
+        if not on_disk:
+            p = self._seg_dir / segment_name(1)
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
+            if self._fsync:
+                fsync_dir(self._seg_dir)
+            on_disk = [(1, p)]
+        first, first_path = on_disk[0]
+        if first != 1:
+            raise CorruptLog(str(first_path), 0, "the first segment does not start at position 1")
+        self._segments.append(_Segment(1, first_path))
+        with self._index_lock:
+            self._catch_up(writer=True)
+        known = {s.path.name for s in self._segments}
+        for _, p in on_disk:
+            if p.name not in known:
+                raise CorruptLog(str(p), 0, "segment does not continue the log (a gap before it)")
+
+    def close(self) -> None:
+        """Close the store; later calls raise EventLogError. Waits for a commit in progress."""
+        with self._commit_turn:
+            if self._closed:
+                return
+            self._closed = True
+            with self._index_lock:
+                self._close_files()
+            close_commit_lock(self._lock)
+
+    def _close_files(self) -> None:
+        if self._wfd is not None:
+            os.close(self._wfd)
+            self._wfd = None
+        for s in self._segments:
+            os.close(s.rfd)
+        self._segments = []
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise EventLogError("the event store is closed")
+
+    # ------------------------------------------------------------------ indexing
+
+    def _catch_up(self, *, writer: bool) -> None:
+        """Index frames appended since we last looked. Caller holds _index_lock.
+
+        ``writer``: the caller holds the commit lock, so nobody is writing: a bad tail is a
+        torn write (truncated) or corruption (CorruptLog). Otherwise a bad tail is left alone.
+        """
+        if self._closed:
+            raise EventLogError("the event store is closed")
+        while True:
+            seg_i = len(self._segments) - 1
+            seg = self._segments[seg_i]
+            size = os.fstat(seg.rfd).st_size
+            if size < self._tail:
+                raise CorruptLog(
+                    str(seg.path), size, f"segment shrank below offset {self._tail} already read"
+                )
+            limit = size if self._inflight is None else min(size, self._inflight)
+            problem = self._scan_segment(seg_i, limit) if limit > self._tail else None
+            if problem is not None:
+                if not writer:
+                    return  # maybe a write in progress; the next writer repairs a torn tail
+                self._repair_tail(seg, problem)
+            if self._inflight is not None:
+                return
+            if self._next_position == seg.first_position:
+                return  # an empty segment: nothing can follow it yet
+            nxt = self._seg_dir / segment_name(self._next_position)
+            if not os.path.exists(nxt):
+                return
+            # the writer fills a segment completely before it creates the next one
+            size = os.fstat(seg.rfd).st_size
+            if size > self._tail:
+                problem = self._scan_segment(seg_i, size)
+                if problem is not None or self._tail != size:
+                    off = self._tail
+                    raise CorruptLog(str(seg.path), off, problem or "bad data in a sealed segment")
+            self._segments.append(_Segment(self._next_position, nxt))
+            self._tail = 0
+
+    def _scan_segment(self, seg_i: int, end: int) -> str | None:
+        """Index the good frames of the last segment from self._tail up to ``end``.
+
+        Returns None when it reached ``end``, else why it stopped (self._tail is there).
+        """
+        seg = self._segments[seg_i]
+        while self._tail < end:
+            pos = self._tail
+            buf = pread_exact(seg.rfd, min(READ_CHUNK, end - pos), pos)
+            if len(buf) >= fr.HEADER_SIZE and buf[:4] == fr.MAGIC:
+                need = fr.HEADER.unpack_from(buf, 0)[1]
+                if len(buf) < need <= end - pos:  # one frame larger than a chunk
+                    buf = pread_exact(seg.rfd, need, pos)
+            stop = fr.ScanStop(pos)
+            for f in fr.iter_frames(buf, 0, len(buf), pos, stop):
+                self._index_frame(seg_i, f)
+            if stop.problem is None and stop.offset > pos:
+                continue
+            if stop.problem == fr.INCOMPLETE and stop.offset > pos and pos + len(buf) < end:
+                continue  # the chunk ended inside a frame
+            return stop.problem or fr.INCOMPLETE
+        return None
+
+    def _index_frame(self, seg_i: int, f: fr.FrameInfo) -> None:
+        seg = self._segments[seg_i]
+        if f.first_position != self._next_position:
+            raise CorruptLog(
+                str(seg.path),
+                f.offset,
+                f"frame has position {f.first_position}, expected {self._next_position}",
+            )
+        st = self._streams.get(f.stream_id)
+        if st is None:
+            check_stream_id(f.stream_id)
+            st = self._streams[f.stream_id] = _Stream()
+        if f.first_version != st.version + 1:
+            raise CorruptLog(
+                str(seg.path),
+                f.offset,
+                f"frame of stream {f.stream_id!r} starts at version {f.first_version}, "
+                f"expected {st.version + 1}",
+            )
+        st.fv.append(f.first_version)
+        st.fi.append(len(self._f_pos))
+        st.version = f.first_version + f.n_events - 1
+        self._f_pos.append(f.first_position)
+        self._f_seg.append(seg_i)
+        self._f_off.append(f.offset)
+        self._f_len.append(f.length)
+        self._next_position = f.first_position + f.n_events
+        self._tail = f.offset + f.length
+
+    def _repair_tail(self, seg: _Segment, problem: str) -> None:
+        """Under the commit lock: truncate a torn tail, or raise CorruptLog if it is not one."""
+        off = self._tail
+        later = [p for first, p in list_segments(self._seg_dir) if first > seg.first_position]
+        if later:
+            raise CorruptLog(str(seg.path), off, f"{problem} in a sealed segment")
+        size = os.fstat(seg.rfd).st_size
+        rest = pread_exact(seg.rfd, size - off, off)
+        if fr.find_frame_after(rest, 1) is not None:
+            raise CorruptLog(str(seg.path), off, f"{problem}, and valid frames follow it")
+        log.warning(
+            "event log %s: dropping a torn tail of %d bytes at offset %d (%s)",
+            seg.path,
+            size - off,
+            off,
+            problem,
+        )
+        fd = os.open(seg.path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, off)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ append
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
+        """Append ``events`` as one atomic group; returns the stream's new version.
+
+        ``expected_version`` must be the stream's current version (0 for a new stream), else
+        WrongExpectedVersion and nothing is written. Returns once the group is fdatasynced.
+        """
+        check_stream_id(stream_id)
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+            raise TypeError("expected_version must be an int")
+        if expected_version < 0:
+            raise ValueError("expected_version must be >= 0")
+        if not events:
+            actual = self.version(stream_id)
+            if actual != expected_version:
+                raise WrongExpectedVersion(stream_id, expected_version, actual)
+            return actual
+        payload = fr.encode_payload(events)
+        self._check_usable()
+        if self._failed is not None:
+            raise StoreFailed(self._failed)
+        req = _Request(stream_id, payload, len(events), expected_version)
+        with self._queue_lock:
+            self._queue.append(req)
+        while not req.done:
+            with self._commit_turn:
+                if req.done:
+                    break
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if req.error is not None:
+            raise req.error
+        return req.version
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Write a batch of append requests as one write + one fdatasync. Holds the turn."""
+        accepted: list[_Request] = []
+        try:
+            if self._closed:
+                raise EventLogError("the event store is closed")
+            if self._failed is not None:
+                raise StoreFailed(self._failed)
+            self._lock.acquire()
+            try:
+                with self._index_lock:
+                    self._catch_up(writer=True)
+                pending: dict[str, int] = {}
+                position = self._next_position
+                now = time.time()
+                out: list[tuple[_Request, bytes, int, int]] = []
+                for r in batch:
+                    current = pending.get(r.stream_id)
+                    if current is None:
+                        st = self._streams.get(r.stream_id)
+                        current = 0 if st is None else st.version
+                    if r.expected != current:
+                        r.error = WrongExpectedVersion(r.stream_id, r.expected, current)
+                        continue
+                    frame = fr.encode_frame(r.sid, position, current + 1, now, r.count, r.payload)
+                    out.append((r, frame, position, current + 1))
+                    accepted.append(r)
+                    pending[r.stream_id] = current + r.count
+                    position += r.count
+                if out:
+                    self._write(out)
+            finally:
+                self._lock.release()
+        except BaseException as e:
+            for r in batch:
+                if r.error is None and r.version == 0:
+                    r.error = e
+        finally:
+            for r in batch:
+                r.done = True
+
+    def _writer_fd(self) -> int:
+        seg = self._segments[-1]
+        if self._wseg is not seg or self._wfd is None:
+            if self._wfd is not None:
+                os.close(self._wfd)
+                self._wfd = None
+            self._wfd = os.open(seg.path, os.O_RDWR)
+            self._wseg = seg
+        return self._wfd
+
+    def _write(self, out: list[tuple[_Request, bytes, int, int]]) -> None:
+        """Write frames (rotating segments as needed), fdatasync, then index them."""
+        # Plan: runs of frames per segment; a new segment starts when the active one is full.
+        runs: list[tuple[int | None, int, list[tuple[_Request, bytes, int, int]]]] = []
+        offset = self._tail
+        current: list[tuple[_Request, bytes, int, int]] = []
+        new_first: int | None = None
+        run_start = offset
+        for item in out:
+            if offset >= self._segment_bytes and offset > 0 and current:
+                runs.append((new_first, run_start, current))
+                current, new_first, offset, run_start = [], item[2], 0, 0
+            elif offset >= self._segment_bytes and offset > 0:
+                new_first, offset, run_start = item[2], 0, 0
+            current.append(item)
+            offset += len(item[1])
+        runs.append((new_first, run_start, current))
+
+        fd = self._writer_fd()
+        start = self._tail
+        created: list[Path] = []
+        new_segments: list[_Segment] = []
+        with self._index_lock:
+            self._inflight = start
+        try:
+            try:
+                for first, off, items in runs:
+                    if first is not None:
+                        p = self._seg_dir / segment_name(first)
+                        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                        created.append(p)
+                        try:
+                            new_segments.append(_Segment(first, p))
+                            if self._fsync:
+                                fsync_dir(self._seg_dir)
+                            self._write_run(fd, off, items)
+                        finally:
+                            os.close(fd)
+                    else:
+                        self._write_run(fd, off, items)
+            except OSError as e:
+                self._fail_closed(start, created, new_segments, e)
+                raise StoreFailed(
+                    f"event store failed closed: {e}; nothing in this commit is acknowledged; "
+                    "open the store again"
+                ) from e
+            # durable: index what we wrote
+            with self._index_lock:
+                for first, _off, items in runs:
+                    if first is not None:
+                        self._segments.append(new_segments.pop(0))
+                        self._tail = 0
+                    seg_i = len(self._segments) - 1
+                    for r, frame, position, first_version in items:
+                        st = self._streams.get(r.stream_id)
+                        if st is None:
+                            st = self._streams[r.stream_id] = _Stream()
+                        st.fv.append(first_version)
+                        st.fi.append(len(self._f_pos))
+                        st.version = first_version + r.count - 1
+                        r.version = st.version
+                        self._f_pos.append(position)
+                        self._f_seg.append(seg_i)
+                        self._f_off.append(self._tail)
+                        self._f_len.append(len(frame))
+                        self._tail += len(frame)
+                        self._next_position = position + r.count
+        finally:
+            with self._index_lock:
+                self._inflight = None
+
+    def _write_run(
+        self, fd: int, offset: int, items: list[tuple[_Request, bytes, int, int]]
+    ) -> None:
+        pwrite_all(fd, b"".join(item[1] for item in items), offset)
+        if self._fsync:
+            os.fdatasync(fd)  # an error here is final: the caller fails closed, never retries
+
+    def _fail_closed(
+        self, start: int, created: list[Path], new_segments: list[_Segment], err: OSError
+    ) -> None:
+        """Undo what we can of a failed commit and refuse all later appends. No fsync retry."""
+        self._failed = f"a write or fsync failed earlier ({err})"
+        log.error("event log %s: write/fsync failed (%s); failing closed", self._root, err)
+        for s in new_segments:
+            os.close(s.rfd)
+        for p in created:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        try:
+            if self._wfd is not None:
+                os.ftruncate(self._wfd, start)
+        except OSError as e:
+            log.error("event log %s: could not truncate after failure: %s", self._root, e)
+
+    # ------------------------------------------------------------------ reads
+
+    def version(self, stream_id: str) -> int:
+        """The stream's current version; 0 for an unknown stream."""
+        check_stream_id(stream_id)
+        with self._index_lock:
+            self._catch_up(writer=False)
+            st = self._streams.get(stream_id)
+            return 0 if st is None else st.version
+
+    def head(self) -> int:
+        """The highest global position committed (as far as this process has seen)."""
+        with self._index_lock:
+            self._catch_up(writer=False)
+            return self._next_position - 1
+
+    def streams(self, prefix: str = "") -> list[str]:
+        """The ids of all streams that start with ``prefix``, sorted."""
+        with self._index_lock:
+            self._catch_up(writer=False)
+            names = list(self._streams)
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def read(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream with from_version <= version <= to_version, at most ``limit``."""
+        check_stream_id(stream_id)
+        lo = max(from_version, 1)
+        hi = to_version
+        if (hi is not None and hi < lo) or (limit is not None and limit <= 0):
+            return []
+        with self._index_lock:
+            self._catch_up(writer=False)
+            st = self._streams.get(stream_id)
+            if st is None or lo > st.version:
+                return []
+            top = st.version if hi is None else min(hi, st.version)
+            if limit is not None:
+                top = min(top, lo + limit - 1)
+            j = max(bisect_right(st.fv, lo) - 1, 0)
+            k = bisect_right(st.fv, top)
+            locs = []
+            for i in range(j, k):
+                g = st.fi[i]
+                locs.append((self._segments[self._f_seg[g]], self._f_off[g], self._f_len[g]))
+        out: list[RecordedEvent] = []
+        for seg, off, length in locs:
+            f = self._read_frame(seg, off, length)
+            v = f.first_version
+            p = f.first_position
+            for eid, typ, data, meta in fr.decode_payload(f.payload):
+                if lo <= v <= top:
+                    out.append(make_recorded(stream_id, v, typ, data, f.recorded_at, p, eid, meta))
+                v += 1
+                p += 1
+        return out
+
+    def _read_frame(self, seg: _Segment, off: int, length: int) -> fr.FrameInfo:
+        buf = pread_exact(seg.rfd, length, off)
+        got = fr.parse_frame(buf, 0, len(buf), off)
+        if isinstance(got, str):
+            raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
+        return got
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        """Events of all streams with position > ``after``, ascending, at most ``limit``."""
+        if limit is not None and limit <= 0:
+            return []
+        after = max(after, 0)
+        with self._index_lock:
+            self._catch_up(writer=False)
+            last = self._next_position - 1
+            if limit is not None:
+                last = min(last, after + limit)
+            if after >= last:
+                return []
+            j = max(bisect_right(self._f_pos, after + 1) - 1, 0)
+            k = bisect_right(self._f_pos, last)
+            segs = list(self._segments)
+            f_seg, f_off, f_len = self._f_seg[j:k], self._f_off[j:k], self._f_len[j:k]
+        out: list[RecordedEvent] = []
+        i, n = 0, len(f_off)
+        while i < n:
+            # a chunk: consecutive frames of one segment, up to READ_CHUNK bytes (one at least)
+            s, start = f_seg[i], f_off[i]
+            e = i + 1
+            while e < n and f_seg[e] == s and f_off[e] + f_len[e] - start <= READ_CHUNK:
+                e += 1
+            self._decode_chunk(segs[s], start, f_off[i:e], f_len[i:e], after, last, out)
+            i = e
+        return out
+
+    @staticmethod
+    def _decode_chunk(
+        seg: _Segment,
+        start: int,
+        offs: array[int],
+        lens: array[int],
+        after: int,
+        last: int,
+        out: list[RecordedEvent],
+    ) -> None:
+        buf = pread_exact(seg.rfd, offs[-1] + lens[-1] - start, start)
+        make = make_recorded
+        loads = fr.decode_payload
+        parse = fr.parse_frame
+        append = out.append
+        for off, length in zip(offs, lens, strict=True):
+            rel = off - start
+            f = parse(buf, rel, rel + length, start)
+            if isinstance(f, str):
+                raise CorruptLog(str(seg.path), off, f"{f} in a frame read before")
+            sid, ra, v, p = f.stream_id, f.recorded_at, f.first_version, f.first_position
+            for eid, typ, data, meta in loads(f.payload):
+                if after < p <= last:
+                    append(make(sid, v, typ, data, ra, p, eid, meta))
+                v += 1
+                p += 1
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save_snapshot(self, stream_id: str, version: int, state: dict[str, Any]) -> None:
+        """Store ``state`` as the fold of the stream's events 1..version (atomic replace)."""
+        check_stream_id(stream_id)
+        current = self.version(stream_id)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= current:
+            raise ValueError(
+                f"snapshot version {version!r} for stream {stream_id!r} must be in 1..{current}"
+            )
+        if not isinstance(state, dict):
+            raise TypeError("snapshot state must be a dict")
+        write_snapshot(self._snap_dir, stream_id, version, state, fsync=self._fsync)
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The stream's latest snapshot; None if there is none or it is damaged (logged)."""
+        check_stream_id(stream_id)
+        snap = read_snapshot(self._snap_dir, stream_id)
+        if snap is not None and snap.version > self.version(stream_id):
+            log.warning(
+                "ignoring snapshot of %r at version %d: the stream has only %d events",
+                stream_id,
+                snap.version,
+                self.version(stream_id),
+            )
+            return None
+        return snap

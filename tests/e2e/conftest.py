@@ -1,0 +1,75 @@
+"""End-to-end fixtures: a fake upstream and `batchlog serve`, both real subprocesses."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fake_upstream import FakeUpstream
+from tests.service import Service
+
+FAST_RETRIES = {
+    "BATCHLOG_RETRY_MAX_ATTEMPTS": "3",
+    "BATCHLOG_RETRY_BASE_DELAY_S": "0.02",
+    "BATCHLOG_RETRY_MAX_DELAY_S": "0.2",
+    "BATCHLOG_UPSTREAM_TIMEOUT_S": "10",
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def service(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    data = tmp_path_factory.mktemp("svc") / "data"
+    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    with Service(data, env) as svc:
+        yield svc
+
+
+def chat_lines(n: int, model: str = "fake-chat", prefix: str = "req") -> bytes:
+    lines = [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]},
+        }
+        for i in range(n)
+    ]
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def upload(client: Any, content: bytes, name: str = "input.jsonl") -> Any:
+    return client.files.create(file=(name, io.BytesIO(content)), purpose="batch")
+
+
+def wait_for(client: Any, batch_id: str, statuses: set[str], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in statuses:
+            return batch
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} stuck in {batch.status}: {batch}")
+        time.sleep(0.2)
+
+
+def read_lines(client: Any, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    content = client.files.content(file_id).content
+    return [orjson.loads(line) for line in content.splitlines() if line.strip()]
+
+
+def data_dir_of(service: Service) -> Path:
+    return service.data_dir

@@ -1,0 +1,102 @@
+"""kill -9 mid-batch: the batch still completes, each line has exactly one outcome, and no
+request whose outcome was already in the log is sent upstream again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from eventlog import EventStore
+from tests.e2e.conftest import FAST_RETRIES, chat_lines, read_lines, upload, wait_for
+from tests.fake_upstream import FakeUpstream
+from tests.service import Service
+
+pytestmark = pytest.mark.e2e
+
+N = 300
+
+
+def recorded_custom_ids(data_dir: Path, batch_id: str) -> set[str]:
+    store = EventStore.open(data_dir / "log")
+    try:
+        events = store.read(f"batch-{batch_id}")
+    finally:
+        store.close()
+    return {e.data["custom_id"] for e in events if e.type in ("RequestSucceeded", "RequestFailed")}
+
+
+def wait_progress(client, batch_id: str, at_least: int) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 120
+    while client.batches.retrieve(batch_id).request_counts.completed < at_least:
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.1)
+
+
+def check_exactly_once(
+    client, done, upstream: FakeUpstream, batch_id: str, recorded: set[str]
+) -> None:  # type: ignore[no-untyped-def]
+    assert done.status == "completed", done
+    lines = read_lines(client, done.output_file_id) + read_lines(client, done.error_file_id)
+    ids = Counter(line["custom_id"] for line in lines)
+    assert set(ids) == {f"k-{i}" for i in range(N)}
+    assert max(ids.values()) == 1, "a custom_id appears twice"
+    assert done.request_counts.completed + done.request_counts.failed == N
+    sent = Counter(r["key"] for r in upstream.requests() if r["key"])
+    repeated = [cid for cid in recorded if sent[f"{batch_id}:{cid}"] != 1]
+    assert not repeated, f"re-sent after their outcome was recorded: {repeated[:5]}"
+
+
+def test_kill_server_mid_batch_then_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    upstream.reset()
+    upstream.configure(latency_ms=20)
+    first = Service(data, env).start()
+    try:
+        client = first.client()
+        source = upload(client, chat_lines(N, prefix="k"))
+        batch = client.batches.create(
+            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        wait_progress(client, batch.id, 40)
+    finally:
+        first.kill()
+    recorded = recorded_custom_ids(data, batch.id)
+    assert 0 < len(recorded) < N
+    second = Service(data, env).start()
+    try:
+        client = second.client()
+        assert client.files.retrieve(source.id).id == source.id  # uploads survive
+        done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
+        check_exactly_once(client, done, upstream, batch.id, recorded)
+    finally:
+        second.stop()
+        upstream.reset()
+
+
+def test_kill_batch_actor_process(upstream: FakeUpstream, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    upstream.reset()
+    upstream.configure(latency_ms=20)
+    with Service(data, env) as svc:
+        client = svc.client()
+        source = upload(client, chat_lines(N, prefix="k"))
+        batch = client.batches.create(
+            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        wait_progress(client, batch.id, 40)
+        # Read before the kill: whatever is in the log now must never be sent again.
+        recorded = recorded_custom_ids(data, batch.id)
+        pids = svc.pids("BatchActor")
+        assert pids, "no batch actor process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
+        check_exactly_once(client, done, upstream, batch.id, recorded)
+    upstream.reset()

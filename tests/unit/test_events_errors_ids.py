@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from batches.domain import events as ev
+from batches.domain.errors import (
+    ConflictingIdempotencyKeys,
+    DomainError,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    error_envelope,
+    invalid_request_from,
+)
+from batches.domain.ids import DEFAULT_TENANT, new_batch_id, new_file_id, new_request_id
+from batches.domain.wire import CreateBatchRequest
+
+
+def test_ids() -> None:
+    assert re.fullmatch(r"batch_[0-9a-f]{24}", new_batch_id())
+    assert re.fullmatch(r"file-[0-9a-f]{24}", new_file_id())
+    assert re.fullmatch(r"batch_req_[0-9a-f]{24}", new_request_id())
+    assert new_batch_id() != new_batch_id()
+    assert DEFAULT_TENANT == "default"
+
+
+def test_streams() -> None:
+    assert ev.batch_stream("batch_1") == "batch-batch_1"
+    assert ev.batch_id_of_stream("batch-batch_1") == "batch_1"
+    assert ev.batch_id_of_stream("files") is None
+
+
+CHAT = {
+    "usage": {
+        "prompt_tokens": 10,
+        "completion_tokens": 4,
+        "total_tokens": 14,
+        "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "expected"),
+    [
+        ("/v1/chat/completions", CHAT, (10, 4, 14, 3, 2)),
+        (
+            "/v1/completions",
+            {"usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+            (5, 1, 6, 0, 0),
+        ),
+        (
+            "/v1/responses",
+            {
+                "usage": {
+                    "input_tokens": 7,
+                    "output_tokens": 3,
+                    "total_tokens": 10,
+                    "input_tokens_details": {"cached_tokens": 1},
+                    "output_tokens_details": {"reasoning_tokens": 2},
+                }
+            },
+            (7, 3, 10, 1, 2),
+        ),
+        ("/v1/embeddings", {"usage": {"prompt_tokens": 8, "total_tokens": 8}}, (8, 0, 8, 0, 0)),
+        ("/v1/moderations", {"results": []}, (0, 0, 0, 0, 0)),
+        ("/v1/chat/completions", None, (0, 0, 0, 0, 0)),
+        (
+            "/v1/chat/completions",
+            {"usage": {"prompt_tokens": None, "total_tokens": "x"}},
+            (0, 0, 0, 0, 0),
+        ),
+    ],
+)
+def test_usage_from_body(endpoint: str, body: dict | None, expected: tuple[int, ...]) -> None:
+    u = ev.usage_from_body(endpoint, body)
+    keys = ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+    assert tuple(u[k] for k in keys) == expected  # type: ignore[literal-required]
+
+
+def test_outcome_event_keeps_given_usage() -> None:
+    given = {
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "total_tokens": 3,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+    }
+    event_type, data = ev.outcome_event(
+        "/v1/chat/completions",
+        {
+            "line": 1,
+            "custom_id": "c",
+            "request_id": "r",
+            "status_code": 201,
+            "body": CHAT,
+            "usage": given,
+        },
+    )
+    assert event_type == ev.REQUEST_SUCCEEDED and data["usage"] == given and data["attempts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code"),
+    [
+        (InvalidTransition, 409, "invalid_batch_status"),
+        (NotFound, 404, "not_found"),
+        (InvalidRequest, 400, "invalid_request"),
+        (IdempotencyConflict, 409, "idempotency_key_reused"),
+        (ConflictingIdempotencyKeys, 400, "conflicting_idempotency_keys"),
+    ],
+)
+def test_domain_errors(cls: type[DomainError], status: int, code: str) -> None:
+    err = cls("msg")
+    assert isinstance(err, DomainError) and isinstance(err, Exception)
+    assert (err.http_status, err.code, err.message) == (status, code, "msg")
+    assert err.envelope() == {
+        "error": {
+            "message": "msg",
+            "type": "invalid_request_error",
+            "param": err.param,
+            "code": code,
+        }
+    }
+
+
+def test_error_envelope() -> None:
+    assert error_envelope("c", "m", "invalid_request_error", "p") == {
+        "error": {"message": "m", "type": "invalid_request_error", "param": "p", "code": "c"}
+    }
+    assert error_envelope(None, "m", "server_error")["error"]["param"] is None
+
+
+def test_invalid_request_from_validation_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        CreateBatchRequest.model_validate(
+            {"endpoint": "/v1/embeddings", "completion_window": "24h"}
+        )
+    err = invalid_request_from(info.value)
+    assert (err.http_status, err.code, err.param) == (
+        400,
+        "missing_required_parameter",
+        "input_file_id",
+    )
