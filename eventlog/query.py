@@ -1,0 +1,136 @@
+"""SQL over the event log with DuckDB: a read-only, lock-free view of every event.
+
+    q = EventQuery(path)
+    q.sql("SELECT type, count(*) FROM events GROUP BY type")
+    q.refresh()   # see events appended since
+
+The view ``events(stream_id, version, type, recorded_at TIMESTAMPTZ, data JSON, position,
+event_id, metadata JSON)`` is a UNION of
+
+* ``read_parquet`` over the Parquet files of compacted sealed segments, and
+* an in-memory table of the other segments (the active one, uncompacted sealed ones),
+  parsed here in Python: complete, CRC-valid frames only, so a frame being written is
+  invisible until it is whole.
+
+A segment is read from Parquet iff its Parquet file exists (compaction renames it into
+place atomically), so each event is seen exactly once. Nothing here takes a lock or writes
+to the log; the DuckDB database is in memory, so it locks no file either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .errors import CorruptLog
+from .segments import list_segments
+from .tables import EVENT_COLUMNS, EXPAND_SQL, read_segment_frames
+
+PARQUET_DIR = "parquet"
+PARQUET_SUFFIX = ".parquet"
+
+_LIVE_DDL = """
+CREATE TABLE _live (
+    seg BIGINT, stream_id VARCHAR, version BIGINT, type VARCHAR,
+    recorded_at TIMESTAMPTZ, data JSON, position BIGINT, event_id VARCHAR, metadata JSON
+)
+"""
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that never downloads or autoloads extensions."""
+    return duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+
+
+def parquet_path(root: Path, segment: Path) -> Path:
+    """``parquet/<first_position:020d>.parquet`` for ``segments/<first_position:020d>.seg``."""
+    return root / PARQUET_DIR / (segment.stem + PARQUET_SUFFIX)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class EventQuery:
+    """A DuckDB connection with an ``events`` view over the log at ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._root = Path(path)
+        self._con = connect()
+        self._con.execute(_LIVE_DDL)
+        self._parsed: dict[int, int] = {}  # segment first position -> offset parsed so far
+        self.refresh()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        return self._con
+
+    def refresh(self) -> None:
+        """Look again at the log: new frames, new segments, newly compacted segments."""
+        segments = list_segments(self._root / "segments")
+        pq_dir = self._root / PARQUET_DIR
+        try:
+            have = {n for n in os.listdir(pq_dir) if n.endswith(PARQUET_SUFFIX)}
+        except FileNotFoundError:
+            have = set()
+        parquet_files: list[str] = []
+        for i, (first, seg_path) in enumerate(segments):
+            if seg_path.stem + PARQUET_SUFFIX in have:
+                parquet_files.append(str(parquet_path(self._root, seg_path)))
+                if first in self._parsed:  # compacted since we parsed it: drop our copy
+                    self._con.execute("DELETE FROM _live WHERE seg = ?", [first])
+                    del self._parsed[first]
+                continue
+            start = self._parsed.get(first, 0)
+            got = read_segment_frames(seg_path, first, start)
+            sealed = i < len(segments) - 1
+            if sealed and got.problem is not None:
+                raise CorruptLog(str(seg_path), got.stop, f"{got.problem} in a sealed segment")
+            if got.table.num_rows:
+                self._insert(got.table)
+            self._parsed[first] = got.stop
+        self._define_view(parquet_files)
+
+    def _insert(self, frames: pa.Table) -> None:
+        self._con.register("_frames", frames)
+        try:
+            self._con.execute("INSERT INTO _live " + EXPAND_SQL.format(frames="_frames"))
+        finally:
+            self._con.unregister("_frames")
+
+    def _define_view(self, parquet_files: list[str]) -> None:
+        live = f"SELECT {EVENT_COLUMNS} FROM _live"
+        if parquet_files:
+            files = ", ".join(_sql_str(p) for p in parquet_files)
+            compacted = (
+                "SELECT stream_id, version, type, recorded_at, data::JSON AS data, position, "
+                f"event_id, metadata::JSON AS metadata FROM read_parquet([{files}])"
+            )
+            body = f"{compacted} UNION ALL {live}"
+        else:
+            body = live
+        self._con.execute(f"CREATE OR REPLACE VIEW events AS {body}")
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run ``query`` (with optional ``params``) and fetch every row."""
+        return self._con.execute(query, params).fetchall()
+
+    def arrow(self, query: str, params: Any = None) -> pa.Table:
+        """Run ``query`` and return the result as a pyarrow Table."""
+        return self._con.sql(query, params=params).to_arrow_table()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> EventQuery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
