@@ -231,9 +231,7 @@ def _opt_int(body: Mapping[str, Any], name: str, *, minimum: int | None = None) 
     return int(v)
 
 
-def _opt_number(
-    body: Mapping[str, Any], name: str, default: float, lo: float, hi: float
-) -> float:
+def _opt_number(body: Mapping[str, Any], name: str, default: float, lo: float, hi: float) -> float:
     v = body.get(name)
     if v is None:
         return default
@@ -306,7 +304,8 @@ def chat_messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
         role = m.get("role")
         if not isinstance(role, str) or role not in _ROLES:
             raise RequestError(
-                f"'{where}.role' must be one of {sorted(_ROLES)}, got {role!r}", param=f"{where}.role"
+                f"'{where}.role' must be one of {sorted(_ROLES)}, got {role!r}",
+                param=f"{where}.role",
             )
         content = m.get("content")
         if content is None:
@@ -373,9 +372,7 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
             param="input",
         )
     if len(texts) > MAX_EMBEDDING_INPUTS:
-        raise RequestError(
-            f"'input' may hold at most {MAX_EMBEDDING_INPUTS} items", param="input"
-        )
+        raise RequestError(f"'input' may hold at most {MAX_EMBEDDING_INPUTS} items", param="input")
     if any(not s for s in texts):
         raise RequestError("'input' cannot contain an empty string", param="input")
     fmt = body.get("encoding_format")
@@ -457,7 +454,12 @@ class ChatEngine:
             res: Any = self._call(self.llm.create_completion, prompt=prompt, echo=echo, **params)
             c = res["choices"][0]
             choices.append(
-                {"index": i, "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
+                {
+                    "index": i,
+                    "text": c["text"],
+                    "logprobs": None,
+                    "finish_reason": c["finish_reason"],
+                }
             )
             prompt_tokens += res["usage"]["prompt_tokens"]
             completion_tokens += res["usage"]["completion_tokens"]
@@ -490,8 +492,12 @@ class EmbedEngine:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()
 
         torch.set_num_threads(threads)
         try:
@@ -503,7 +509,10 @@ class EmbedEngine:
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         self.max_seq_length = int(self.model.max_seq_length)
-        dims = self.model.get_sentence_embedding_dimension()
+        get_dims = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        dims = get_dims()
         if dims != EMBEDDING_DIMENSIONS:
             raise ValueError(f"expected {EMBEDDING_DIMENSIONS} dimensions, the model has {dims}")
 
@@ -638,7 +647,9 @@ class LocalModelServer:
         except RequestError as e:
             body, status, error_b = e.body(), e.status_code, None
         except Exception as e:  # the engine broke on this request: a 500, the rest go on
-            body = error_body(f"{type(e).__name__}: {e}", type="server_error", code="internal_error")
+            body = error_body(
+                f"{type(e).__name__}: {e}", type="server_error", code="internal_error"
+            )
             status, error_b = 500, None
         return make_outcome(
             item if isinstance(item, Mapping) else {},
@@ -676,7 +687,9 @@ class LocalModelServer:
             pos = 0
             for idx, body, ts in group:
                 if failure is None:
-                    out_body = engine.response(body, vectors[pos : pos + len(ts)], sum(counts[pos : pos + len(ts)]))
+                    out_body = engine.response(
+                        body, vectors[pos : pos + len(ts)], sum(counts[pos : pos + len(ts)])
+                    )
                     status = 200
                 else:
                     out_body = error_body(failure, type="server_error", code="internal_error")
@@ -780,7 +793,10 @@ class LocalModelPool:
         if chat_replicas is None:
             chat_replicas = max(1, os.cpu_count() or 1)
         paths = dict(model_paths or {})
-        sizes = {CHAT_MODEL_ID: (chat_replicas, chat_threads), EMBED_MODEL_ID: (embed_replicas, embed_threads)}
+        sizes = {
+            CHAT_MODEL_ID: (chat_replicas, chat_threads),
+            EMBED_MODEL_ID: (embed_replicas, embed_threads),
+        }
         self.namespace = namespace
         self.n_ctx = n_ctx
         self.name_prefix = name_prefix

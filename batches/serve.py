@@ -7,6 +7,7 @@ it took over uvicorn's SIGTERM handling (DESIGN.md, hazards).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import ray
@@ -14,6 +15,7 @@ import uvicorn
 
 from actors.coordinator import get_or_create_coordinator
 from batches.api import create_app
+from batches.client import RAY_ADDRESS_FILE
 from batches.settings import Settings
 
 log = logging.getLogger("batchlog.serve")
@@ -39,6 +41,11 @@ def init_ray(settings: Settings) -> None:
 
 def start_coordinator(settings: Settings) -> Any:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Drivers find this deployment's Ray from the data dir (batches.client). A local
+    # Ray turns on token auth, so a joining driver must ask for it too.
+    address = ray.get_runtime_context().gcs_address
+    auth = os.environ.get("RAY_AUTH_MODE", "token" if settings.ray_address is None else "")
+    (settings.data_dir / RAY_ADDRESS_FILE).write_text(f"{address}\n{auth}\n")
     coordinator = get_or_create_coordinator(settings)
     summary = ray.get(coordinator.start.remote())
     log.info("coordinator started: %s", summary)

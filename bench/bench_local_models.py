@@ -47,11 +47,38 @@ from actors.local_models import (  # noqa: E402
 )
 
 TOPICS = [
-    "the sea", "a lighthouse", "autumn leaves", "a lost key", "the moon", "a small robot",
-    "coffee", "a train station", "winter", "a garden", "an old map", "the desert",
-    "a library", "rain", "a mountain", "a bicycle", "the city at night", "a river",
-    "a violin", "a market", "snow", "a forest", "a clock", "the wind", "a bridge",
-    "a kite", "an island", "a candle", "thunder", "a letter", "a cat", "a dog",
+    "the sea",
+    "a lighthouse",
+    "autumn leaves",
+    "a lost key",
+    "the moon",
+    "a small robot",
+    "coffee",
+    "a train station",
+    "winter",
+    "a garden",
+    "an old map",
+    "the desert",
+    "a library",
+    "rain",
+    "a mountain",
+    "a bicycle",
+    "the city at night",
+    "a river",
+    "a violin",
+    "a market",
+    "snow",
+    "a forest",
+    "a clock",
+    "the wind",
+    "a bridge",
+    "a kite",
+    "an island",
+    "a candle",
+    "thunder",
+    "a letter",
+    "a cat",
+    "a dog",
 ]
 
 
@@ -77,7 +104,11 @@ def embed_items(n: int) -> list[dict[str, Any]]:
         t = TOPICS[i % len(TOPICS)]
         text = f"Request {i}: a sentence about {t}, " + "with some more words " * (i % 5)
         items.append(
-            {"line": i + 1, "custom_id": f"emb-{i}", "body": {"model": EMBED_MODEL_ID, "input": text}}
+            {
+                "line": i + 1,
+                "custom_id": f"emb-{i}",
+                "body": {"model": EMBED_MODEL_ID, "input": text},
+            }
         )
     return items
 
@@ -118,10 +149,15 @@ def direct_embed(model: Any, items: list[dict[str, Any]], batch: int) -> dict[st
 # --------------------------------------------------------------------------- through actors
 
 
-async def pool_chat(pool: LocalModelPool, items: list[dict[str, Any]], chunk: int) -> dict[str, float]:
+async def pool_chat(
+    pool: LocalModelPool, items: list[dict[str, Any]], chunk: int
+) -> dict[str, float]:
     t0 = time.perf_counter()
     results = await asyncio.gather(
-        *(pool.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, c, "batch_bench") for c in chunks(items, chunk))
+        *(
+            pool.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, c, "batch_bench")
+            for c in chunks(items, chunk)
+        )
     )
     wall = time.perf_counter() - t0
     outs = [o for r in results for o in r]
@@ -132,7 +168,9 @@ async def pool_chat(pool: LocalModelPool, items: list[dict[str, Any]], chunk: in
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-async def pool_embed(pool: LocalModelPool, items: list[dict[str, Any]], chunk: int) -> dict[str, float]:
+async def pool_embed(
+    pool: LocalModelPool, items: list[dict[str, Any]], chunk: int
+) -> dict[str, float]:
     t0 = time.perf_counter()
     results = await asyncio.gather(
         *(
@@ -163,7 +201,9 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--chat-requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--chat-chunk", type=int, default=8, help="requests per chunk through the pool")
@@ -269,11 +309,15 @@ def main() -> None:
         d = statistics.mean(x["tokens_per_s"] for x in direct_c)
         res["direct_chat"] = direct_c
         runs = " / ".join(f"{x['tokens_per_s']:.1f}" for x in direct_c)
-        lines.append(f"| chat, llama-cpp-python direct ({args.threads} thread) | {d:.1f} tokens/s (runs: {runs}) | 1.00 |")
+        lines.append(
+            f"| chat, llama-cpp-python direct ({args.threads} thread) | {d:.1f} tokens/s (runs: {runs}) | 1.00 |"
+        )
         for n in (1, 2):
             p = res[f"pool_chat_{n}"]["tokens_per_s"]
             res[f"ratio_chat_{n}"] = p / d
-            lines.append(f"| chat, LocalModelPool {n} replica(s) x {args.threads} thread | {p:.1f} tokens/s | {p / d:.2f} |")
+            lines.append(
+                f"| chat, LocalModelPool {n} replica(s) x {args.threads} thread | {p:.1f} tokens/s | {p / d:.2f} |"
+            )
     if direct_eb:
         d1 = statistics.mean(x["per_s"] for x in direct_e1)
         db = statistics.mean(x["per_s"] for x in direct_eb)
@@ -282,9 +326,15 @@ def main() -> None:
         p = res["pool_embed_1"]["per_s"]
         res["ratio_embed_vs_batched"] = p / db
         res["ratio_embed_vs_1by1"] = p / d1
-        lines.append(f"| embeddings, sentence-transformers direct, one at a time | {d1:.1f} /s | {d1 / db:.2f} |")
-        lines.append(f"| embeddings, sentence-transformers direct, batches of {args.embed_chunk} | {db:.1f} /s | 1.00 |")
-        lines.append(f"| embeddings, LocalModelPool 1 replica, chunks of {args.embed_chunk} | {p:.1f} /s | {p / db:.2f} |")
+        lines.append(
+            f"| embeddings, sentence-transformers direct, one at a time | {d1:.1f} /s | {d1 / db:.2f} |"
+        )
+        lines.append(
+            f"| embeddings, sentence-transformers direct, batches of {args.embed_chunk} | {db:.1f} /s | 1.00 |"
+        )
+        lines.append(
+            f"| embeddings, LocalModelPool 1 replica, chunks of {args.embed_chunk} | {p:.1f} /s | {p / db:.2f} |"
+        )
     print("\n".join(lines))
     print(json.dumps({k: v for k, v in res.items()}, indent=2, default=str))
     if args.json:

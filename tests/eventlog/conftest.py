@@ -30,4 +30,6 @@ def open_store(log_dir: Path) -> Iterator[Callable[..., EventStore]]:
 
 def snapshot_files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes (to show that nothing changed)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

@@ -1,12 +1,12 @@
 """A child process for the multi-process tests (run as a script, not collected by pytest).
 
-    eventlog_child.py serve DIR        commands on stdin, one per line:
-        append STREAM EXPECTED N   -> "ok VERSION" | "wrong ACTUAL"
-        version STREAM             -> "version V"
-    eventlog_child.py writer DIR STREAM SEED
-        appends groups of 1-3 events to STREAM forever; after each append returns it prints
-        the acknowledged version. Event data {"n": version} makes duplicates visible.
-    eventlog_child.py compact DIR      runs compaction
+eventlog_child.py serve DIR        commands on stdin, one per line:
+    append STREAM EXPECTED N   -> "ok VERSION" | "wrong ACTUAL"
+    version STREAM             -> "version V"
+eventlog_child.py writer DIR STREAM SEED
+    appends groups of 1-3 events to STREAM forever; after each append returns it prints
+    the acknowledged version. Event data {"n": version} makes duplicates visible.
+eventlog_child.py compact DIR      runs compaction
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def writer(path: str, stream: str, seed: int) -> None:
     v = store.version(stream)
     while True:
         n = rng.randint(1, 3)
-        events = [NewEvent("T", {"n": v + i + 1, "pad": "p" * rng.randint(0, 300)}) for i in range(n)]
+        events = [
+            NewEvent("T", {"n": v + i + 1, "pad": "p" * rng.randint(0, 300)}) for i in range(n)
+        ]
         v = store.append(stream, events, v)
         sys.stdout.write(f"{v}\n")
         sys.stdout.flush()

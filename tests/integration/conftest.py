@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # `tests` is a namespace package next to the project's packages
-    sys.path.insert(0, _ROOT)
-
-from tests.fake_upstream import FakeUpstream  # noqa: E402
+from tests.fake_upstream import FakeUpstream
 
 
 @pytest.fixture(scope="module")

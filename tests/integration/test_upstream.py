@@ -10,14 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from actors.upstream import (
-    HttpUpstream,
-    RetryPolicy,
-    UpstreamConfig,
-    UpstreamExecutor,
-    UpstreamRouter,
-    backoff_delay,
-)
+from actors.upstream import HttpUpstream, UpstreamConfig, UpstreamExecutor, UpstreamRouter
+from batches.domain.retry import RetryPolicy, backoff_delay
 from tests.fake_upstream import FakeUpstream
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, jitter=0.5)
@@ -243,22 +237,23 @@ def test_list_models(fake_upstream: FakeUpstream) -> None:
 # --- concurrency ---------------------------------------------------------------------------
 
 
-def test_concurrency_bound_respected(fake_upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("bound", [3, 20])  # 20: spread over several pooled clients
+def test_concurrency_bound_respected(fake_upstream: FakeUpstream, bound: int) -> None:
     fake_upstream.configure(latency_ms=40)
 
     async def go(up: HttpUpstream) -> tuple[list[dict], int]:
         # two chunks at once (as from two batch actors) share the bound
         a, b = await asyncio.gather(
-            up.run_chunk("/v1/chat/completions", items(12, prefix="a"), BATCH),
-            up.run_chunk("/v1/chat/completions", items(12, prefix="b"), BATCH),
+            up.run_chunk("/v1/chat/completions", items(2 * bound, prefix="a"), BATCH),
+            up.run_chunk("/v1/chat/completions", items(2 * bound, prefix="b"), BATCH),
         )
         return a + b, up.max_inflight
 
-    outs, max_inflight = with_upstream(fake_upstream.url, go, max_concurrency=3)
-    assert all(o["status_code"] == 200 for o in outs)
+    outs, max_inflight = with_upstream(fake_upstream.url, go, max_concurrency=bound)
+    assert [o["status_code"] for o in outs] == [200] * 4 * bound
     seen = max(e["inflight"] for e in fake_upstream.requests())
-    assert 2 <= seen <= 3
-    assert max_inflight <= 3
+    assert 2 <= seen <= bound
+    assert max_inflight <= bound
 
 
 # --- routing ---------------------------------------------------------------------------------

@@ -106,7 +106,9 @@ def test_chat_completion_shape_and_usage(chat_replica: Any) -> None:
 
 def test_seed_and_temperature_zero_are_deterministic(chat_replica: Any) -> None:
     greedy = chat_item(0, "Write one sentence about the sea.", max_tokens=16, temperature=0, seed=7)
-    sampled = chat_item(1, "Write one sentence about a cat.", max_tokens=16, temperature=0.9, seed=42)
+    sampled = chat_item(
+        1, "Write one sentence about a cat.", max_tokens=16, temperature=0.9, seed=42
+    )
     other = chat_item(2, "Count to five.", max_tokens=6, temperature=1.0)
     first = chunk(chat_replica, CHAT_ENDPOINT, [greedy, sampled])
     # something else in between, so the replica's state has moved on
@@ -124,7 +126,9 @@ def test_seed_and_temperature_zero_are_deterministic(chat_replica: Any) -> None:
 
 def test_stop_sequence_is_honoured(chat_replica: Any) -> None:
     prompt = "List three fruits, separated by commas."
-    (free,) = chunk(chat_replica, CHAT_ENDPOINT, [chat_item(0, prompt, max_tokens=24, temperature=0)])
+    (free,) = chunk(
+        chat_replica, CHAT_ENDPOINT, [chat_item(0, prompt, max_tokens=24, temperature=0)]
+    )
     text = free["body"]["choices"][0]["message"]["content"]
     words = text.split()
     assert len(words) >= 3, text
@@ -144,8 +148,25 @@ def test_stop_sequence_is_honoured(chat_replica: Any) -> None:
 
 def test_completions(chat_replica: Any) -> None:
     items = [
-        {"line": 1, "custom_id": "c0", "body": {"model": CHAT_MODEL_ID, "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}},
-        {"line": 2, "custom_id": "c1", "body": {"model": CHAT_MODEL_ID, "prompt": ["One, two,", "Red, green,"], "max_tokens": 4}},
+        {
+            "line": 1,
+            "custom_id": "c0",
+            "body": {
+                "model": CHAT_MODEL_ID,
+                "prompt": "The capital of France is",
+                "max_tokens": 5,
+                "temperature": 0,
+            },
+        },
+        {
+            "line": 2,
+            "custom_id": "c1",
+            "body": {
+                "model": CHAT_MODEL_ID,
+                "prompt": ["One, two,", "Red, green,"],
+                "max_tokens": 4,
+            },
+        },
         {"line": 3, "custom_id": "c2", "body": {"model": CHAT_MODEL_ID, "prompt": "Hello"}},
     ]
     outs = chunk(chat_replica, COMPLETIONS_ENDPOINT, items)
@@ -173,15 +194,33 @@ def test_bad_bodies_get_400_outcomes(chat_replica: Any) -> None:
         {"line": 1, "custom_id": "no-messages", "body": {"model": CHAT_MODEL_ID}},
         {"line": 2, "custom_id": "messages-not-list", "body": {"messages": "hi"}},
         {"line": 3, "custom_id": "empty-messages", "body": {"messages": []}},
-        {"line": 4, "custom_id": "bad-role", "body": {"messages": [{"role": "robot", "content": "x"}]}},
-        {"line": 5, "custom_id": "bad-temp", "body": {**chat_item(0)["body"], "temperature": "hot"}},
+        {
+            "line": 4,
+            "custom_id": "bad-role",
+            "body": {"messages": [{"role": "robot", "content": "x"}]},
+        },
+        {
+            "line": 5,
+            "custom_id": "bad-temp",
+            "body": {**chat_item(0)["body"], "temperature": "hot"},
+        },
         {"line": 6, "custom_id": "zero-max", "body": {**chat_item(0)["body"], "max_tokens": 0}},
         {"line": 7, "custom_id": "bad-stop", "body": {**chat_item(0)["body"], "stop": [1, 2]}},
         {"line": 8, "custom_id": "stream", "body": {**chat_item(0)["body"], "stream": True}},
         {"line": 9, "custom_id": "body-not-object", "body": ["messages"]},
-        {"line": 10, "custom_id": "image", "body": {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}},
+        {
+            "line": 10,
+            "custom_id": "image",
+            "body": {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+        },
     ]
-    good = chat_item(10, max_tokens=2, temperature=0, logit_bias={"1": 5}, n=1, user="u")  # ignored params
+    good = chat_item(
+        10, max_tokens=2, temperature=0, logit_bias={"1": 5}, n=1, user="u"
+    )  # ignored params
     outs = chunk(chat_replica, CHAT_ENDPOINT, [*bad, good])
     assert len(outs) == len(bad) + 1
     for o, it in zip(outs[:-1], bad, strict=True):
@@ -210,9 +249,32 @@ def _cos(a: list[float], b: list[float]) -> float:
 
 def test_embeddings(embed_replica: Any) -> None:
     items = [
-        {"line": 1, "custom_id": "e0", "body": {"model": EMBED_MODEL_ID, "input": "A cat sat on the mat."}},
-        {"line": 2, "custom_id": "e1", "body": {"model": EMBED_MODEL_ID, "input": ["A kitten rested on the rug.", "Stock markets fell sharply today.", "A cat sat on the mat."]}},
-        {"line": 3, "custom_id": "e2", "body": {"model": EMBED_MODEL_ID, "input": "A cat sat on the mat.", "encoding_format": "base64"}},
+        {
+            "line": 1,
+            "custom_id": "e0",
+            "body": {"model": EMBED_MODEL_ID, "input": "A cat sat on the mat."},
+        },
+        {
+            "line": 2,
+            "custom_id": "e1",
+            "body": {
+                "model": EMBED_MODEL_ID,
+                "input": [
+                    "A kitten rested on the rug.",
+                    "Stock markets fell sharply today.",
+                    "A cat sat on the mat.",
+                ],
+            },
+        },
+        {
+            "line": 3,
+            "custom_id": "e2",
+            "body": {
+                "model": EMBED_MODEL_ID,
+                "input": "A cat sat on the mat.",
+                "encoding_format": "base64",
+            },
+        },
         {"line": 4, "custom_id": "bad", "body": {"model": EMBED_MODEL_ID, "input": [1, 2, 3]}},
         {"line": 5, "custom_id": "missing", "body": {"model": EMBED_MODEL_ID}},
     ]
@@ -282,7 +344,9 @@ def test_pool_with_a_broken_model_does_not_hang(ray_namespace: str, tmp_path: Pa
     )
     try:
         items = [{"line": 1, "custom_id": "x", "body": {"input": "hello"}}]
-        outs = run(asyncio.wait_for(broken.run_chunk(EMBEDDINGS_ENDPOINT, EMBED_MODEL_ID, items, "b"), 60))
+        outs = run(
+            asyncio.wait_for(broken.run_chunk(EMBEDDINGS_ENDPOINT, EMBED_MODEL_ID, items, "b"), 60)
+        )
         assert outs[0]["status_code"] is None
         assert outs[0]["error"]["code"] == "model_load_failed"
         health = run(broken.health())
