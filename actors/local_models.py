@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -500,19 +501,17 @@ class EmbedEngine:
         transformers.utils.logging.disable_progress_bar()
 
         torch.set_num_threads(threads)
-        try:
+        with contextlib.suppress(RuntimeError):  # already set in this process
             torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set in this process
-            pass
         self.model_id = model_id
         self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         self.model.eval()
         self.tokenizer = self.model.tokenizer
-        self.max_seq_length = int(self.model.max_seq_length)
-        get_dims = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
-        )
-        dims = get_dims()
+        self.max_seq_length = int(self.model.max_seq_length or 256)
+        if hasattr(self.model, "get_embedding_dimension"):  # sentence-transformers >= 6
+            dims = self.model.get_embedding_dimension()
+        else:
+            dims = self.model.get_sentence_embedding_dimension()
         if dims != EMBEDDING_DIMENSIONS:
             raise ValueError(f"expected {EMBEDDING_DIMENSIONS} dimensions, the model has {dims}")
 
@@ -886,10 +885,8 @@ class LocalModelPool:
         """End this deployment's replicas (every pool sharing them loses them too)."""
         for cfg in self._models.values():
             for r in cfg.live:
-                try:
+                with contextlib.suppress(Exception):  # already gone
                     ray.kill(r.handle)
-                except Exception:  # already gone
-                    pass
             cfg.live = []
 
     # -- work
@@ -928,4 +925,6 @@ class LocalModelPool:
 
 
 # One process per replica; `health` has its own thread so it answers during a long chunk.
-ModelReplica = ray.remote(concurrency_groups={"probe": 1})(LocalModelServer)
+ModelReplica = ray.remote(concurrency_groups={"probe": 1})(  # type: ignore[call-overload]
+    LocalModelServer
+)

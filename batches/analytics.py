@@ -52,9 +52,7 @@ _STATUS_AFTER = {
     ev.BATCH_EXPIRED: "expired",
 }
 _STATUS_CASE = (
-    "CASE type "
-    + " ".join(f"WHEN '{t}' THEN '{s}'" for t, s in _STATUS_AFTER.items())
-    + " END"
+    "CASE type " + " ".join(f"WHEN '{t}' THEN '{s}'" for t, s in _STATUS_AFTER.items()) + " END"
 )
 
 _TABLES = """

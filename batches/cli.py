@@ -71,5 +71,22 @@ def serve(
     run(settings)
 
 
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the demo's event log and files go.", envvar="BATCHLOG_DATA_DIR")
+    ] = Path("./batchlog-data"),
+    port: Annotated[int | None, typer.Option(help="Port for the demo server (default: a free one).")] = None,
+) -> None:
+    """Run a sample chat + embeddings batch on the embedded models through the openai SDK."""
+    from batches.demo import run_demo
+
+    run_demo(data_dir, port)
+
+
+from batches.analytics_cli import analytics_app  # noqa: E402 - sql, history, stats
+
+app.add_typer(analytics_app)
+
 if __name__ == "__main__":
     app()

@@ -13,7 +13,7 @@ would have folded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,10 +99,10 @@ def state_as_of(
     start_state: BatchState | None = None
     snapshot = store.load_snapshot(stream)
     if snapshot is not None and (version is None or snapshot.version <= version):
-        usable = at is None
-        if not usable:
+        usable = True
+        if at is not None:
             last = store.read(stream, from_version=snapshot.version, limit=1)
-            usable = bool(last) and last[0].recorded_at <= at  # type: ignore[operator]
+            usable = bool(last) and last[0].recorded_at <= at
         if usable:
             start_state = decider.state_from_dict(snapshot.state)
     start = start_state.version + 1 if start_state is not None else 1
@@ -140,5 +140,5 @@ def parse_time(text: str) -> float:
         pass
     when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()

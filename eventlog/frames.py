@@ -16,8 +16,8 @@ Layout (little-endian), 44 bytes of header then the stream id then the payload::
 
 from __future__ import annotations
 
+import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -63,6 +63,16 @@ def dumps(value: Any, what: str) -> bytes:
         raise SerializationError(f"{what} cannot be serialized as JSON: {e}") from e
 
 
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as uuid.uuid4().hex but faster."""
+    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
+    return f"{n:032x}"
+
+
 def encode_payload(events: Sequence[NewEvent]) -> bytes:
     """Check and encode a group of new events; raises SerializationError, writes nothing."""
     rows = []
@@ -76,7 +86,7 @@ def encode_payload(events: Sequence[NewEvent]) -> bytes:
         meta = {} if ev.metadata is None else ev.metadata
         if not isinstance(meta, dict):
             raise SerializationError(f"event {i} ({ev.type}): metadata must be a dict or None")
-        rows.append([uuid.uuid4().hex, ev.type, ev.data, meta])
+        rows.append([new_event_id(), ev.type, ev.data, meta])
     payload = dumps(rows, "event data")
     if len(payload) > MAX_FRAME - HEADER_SIZE - 256:
         raise SerializationError(f"event group of {len(payload)} bytes is too large")

@@ -79,7 +79,9 @@ class _Request:
         self.done = False
         self.error: BaseException | None = None
         self.version = 0
-        self.wake = threading.Event()  # set when done, or when made the next leader
+        # released when the request is done, or when it is made the next leader
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class EventStore:
@@ -88,6 +90,7 @@ class EventStore:
     def __init__(self, root: Path, lock: CommitLock, *, fsync: bool, segment_bytes: int) -> None:
         self._root = root
         self._seg_dir = root / "segments"
+        self._seg_dir_s = str(self._seg_dir)
         self._snap_dir = root / "snapshots"
         self._lock = lock
         self._fsync = fsync
@@ -217,7 +220,7 @@ class EventStore:
                 return
             if self._next_position == seg.first_position:
                 return  # an empty segment: nothing can follow it yet
-            nxt = self._seg_dir / segment_name(self._next_position)
+            nxt = os.path.join(self._seg_dir_s, segment_name(self._next_position))
             if not os.path.exists(nxt):
                 return
             # the writer fills a segment completely before it creates the next one
@@ -227,7 +230,7 @@ class EventStore:
                 if problem is not None or self._tail != size:
                     off = self._tail
                     raise CorruptLog(str(seg.path), off, problem or "bad data in a sealed segment")
-            self._segments.append(_Segment(self._next_position, nxt))
+            self._segments.append(_Segment(self._next_position, Path(nxt)))
             self._tail = 0
 
     def _scan_segment(self, seg_i: int, end: int) -> str | None:
@@ -338,7 +341,7 @@ class EventStore:
             lead = not self._leading
             self._leading = True
         if not lead:
-            req.wake.wait()
+            req.wake.acquire()
         if not req.done:
             self._lead()
         if req.error is not None:
@@ -354,7 +357,7 @@ class EventStore:
         finally:
             with self._queue_lock:
                 if self._queue:
-                    self._queue[0].wake.set()  # not done: it wakes up as the next leader
+                    self._queue[0].wake.release()  # not done: it wakes up as the next leader
                 else:
                     self._leading = False
 
@@ -398,7 +401,7 @@ class EventStore:
         finally:
             for r in batch:
                 r.done = True
-                r.wake.set()
+                r.wake.release()
 
     def _writer_fd(self) -> int:
         seg = self._segments[-1]

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("llama_cpp", reason="the 'local' extra is not installed")
 pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
 
-import ray  # noqa: E402
+import ray
 
-from actors.local_models import CHAT_MODEL_ID, EMBED_MODEL_ID, LocalModelPool  # noqa: E402
+from actors.local_models import CHAT_MODEL_ID, EMBED_MODEL_ID, LocalModelPool
 
 T = TypeVar("T")
 
