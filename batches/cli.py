@@ -74,9 +74,12 @@ def serve(
 @app.command()
 def demo(
     data_dir: Annotated[
-        Path, typer.Option(help="Where the demo's event log and files go.", envvar="BATCHLOG_DATA_DIR")
+        Path,
+        typer.Option(help="Where the demo's event log and files go.", envvar="BATCHLOG_DATA_DIR"),
     ] = Path("./batchlog-data"),
-    port: Annotated[int | None, typer.Option(help="Port for the demo server (default: a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port for the demo server (default: a free one).")
+    ] = None,
 ) -> None:
     """Run a sample chat + embeddings batch on the embedded models through the openai SDK."""
     from batches.demo import run_demo

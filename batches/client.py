@@ -26,8 +26,8 @@ import ray
 from actors import names
 from actors.results import ERROR_KEY, is_error
 from batches.domain.decider import is_terminal
-from batches.domain.ids import DEFAULT_TENANT, new_file_id
 from batches.domain.idempotency import resolve_idempotency_key
+from batches.domain.ids import DEFAULT_TENANT, new_file_id
 from batches.domain.wire import CreateBatchRequest
 from batches.filestore import FileStore
 
@@ -60,7 +60,8 @@ class BatchlogClient:
             ray.init(address=address or "auto", namespace=namespace, log_to_driver=False)
         self.tenant = tenant
         self.coordinator = ray.get_actor(names.COORDINATOR, namespace=namespace)
-        self.files = FileStore(Path(ray.get(self.coordinator.data_dir.remote())))
+        data_dir = str(ray.get(self.coordinator.data_dir.remote()))
+        self.files: FileStore = FileStore(Path(data_dir))
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, **kwargs: Any) -> BatchlogClient:
@@ -126,7 +127,11 @@ class BatchlogClient:
         return _unwrap(ray.get(self.coordinator.list_batches.remote(self.tenant, after, limit)))
 
     def wait(
-        self, batch_id: str, poll_s: float = 0.5, timeout_s: float | None = None, progress: bool = True
+        self,
+        batch_id: str,
+        poll_s: float = 0.5,
+        timeout_s: float | None = None,
+        progress: bool = True,
     ) -> dict[str, Any]:
         """Poll until the batch is terminal, showing a rich progress bar."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

@@ -75,7 +75,9 @@ def run_demo(data_dir: Path, port: int | None = None) -> None:
     port = port or free_port()
     console.print(f"[bold]batchlog demo[/] (embedded models, data in {data_dir})")
     service = Service(data_dir, port=port)
-    with console.status("Starting batchlog serve: a local Ray, the coordinator, the model actors..."):
+    with console.status(
+        "Starting batchlog serve: a local Ray, the coordinator, the model actors..."
+    ):
         service.start(timeout=300)
     try:
         client = service.client()
@@ -93,7 +95,9 @@ def run_demo(data_dir: Path, port: int | None = None) -> None:
                 metadata={"demo": name},
             )
             batches[name] = batch.id
-            console.print(f"Created {name} batch {batch.id} from {source.id} ({len(rows)} requests)")
+            console.print(
+                f"Created {name} batch {batch.id} from {source.id} ({len(rows)} requests)"
+            )
         done = _watch(console, client, batches)
         _show_results(console, client, done)
         _show_timeline(console, service, done["chat"].id)
@@ -157,7 +161,9 @@ def _show_results(console: Console, client: Any, done: dict[str, Any]) -> None:
     if embed.output_file_id:
         first = orjson.loads(client.files.content(embed.output_file_id).content.splitlines()[0])
         vector = first["response"]["body"]["data"][0]["embedding"]
-        console.print(f"{first['custom_id']}: a {len(vector)}-dimensional embedding {vector[:3]}...")
+        console.print(
+            f"{first['custom_id']}: a {len(vector)}-dimensional embedding {vector[:3]}..."
+        )
     for batch in done.values():
         if batch.error_file_id:
             errors = client.files.content(batch.error_file_id).content.splitlines()

@@ -28,7 +28,11 @@ def free_port() -> int:
 
 class Service:
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, api_key: str = "none"
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        api_key: str = "none",
+        port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.extra_env = env or {}

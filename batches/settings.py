@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
-            pairs = [p.strip() for p in value.split(",") if p.strip()]
-            return dict(p.split(":", 1) if ":" in p else (p, p) for p in pairs)
+            keys: dict[str, str] = {}
+            for pair in filter(None, (p.strip() for p in value.split(","))):
+                key, _, tenant = pair.partition(":")
+                keys[key] = tenant or key
+            return keys
         return value
 
     @field_validator("model_map", mode="before")

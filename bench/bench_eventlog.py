@@ -35,9 +35,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eventlog import EventStore, NewEvent  # noqa: E402
-from eventlog import frames as fr  # noqa: E402
-from eventlog.segments import list_segments  # noqa: E402
+from eventlog import EventStore, NewEvent
+from eventlog import frames as fr
+from eventlog.segments import list_segments
 
 TYPES = ["RequestSucceeded", "RequestFailed", "BatchCreated", "BatchValidated", "FileUploaded"]
 
@@ -323,7 +323,9 @@ def main() -> None:
 
         opened, clean, head = bench_recovery(big)
         print(f"\n## open of the {head:,}-event log")
-        print(f"- after kill -9 of a writer (torn tail repaired, every CRC checked): {opened:.2f} s")
+        print(
+            f"- after kill -9 of a writer (torn tail repaired, every CRC checked): {opened:.2f} s"
+        )
         print(f"- clean open: {clean:.2f} s")
 
         d = bench_duckdb(big)

@@ -16,10 +16,10 @@ Layout (little-endian), 44 bytes of header then the stream id then the payload::
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from random import getrandbits
 from typing import Any, NamedTuple
 
 import orjson
@@ -68,9 +68,12 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, as uuid.uuid4().hex but faster."""
-    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
-    return f"{n:032x}"
+    """A random (version 4) UUID as 32 hex digits, in the format of uuid.uuid4().hex.
+
+    The bits come from the ``random`` module (seeded from os.urandom, reseeded in a forked
+    child), not from a system call per id: ids must be unique, not unguessable.
+    """
+    return f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def encode_payload(events: Sequence[NewEvent]) -> bytes:

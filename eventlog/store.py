@@ -460,26 +460,30 @@ class EventStore:
                     "open the store again"
                 ) from e
             # durable: index what we wrote
+            streams = self._streams
+            f_pos, f_seg, f_off, f_len = self._f_pos, self._f_seg, self._f_off, self._f_len
             with self._index_lock:
                 for first, _off, items in runs:
                     if first is not None:
                         self._segments.append(new_segments.pop(0))
                         self._tail = 0
                     seg_i = len(self._segments) - 1
+                    tail = self._tail
                     for r, frame, position, first_version in items:
-                        st = self._streams.get(r.stream_id)
+                        st = streams.get(r.stream_id)
                         if st is None:
-                            st = self._streams[r.stream_id] = _Stream()
+                            st = streams[r.stream_id] = _Stream()
                         st.fv.append(first_version)
-                        st.fi.append(len(self._f_pos))
-                        st.version = first_version + r.count - 1
-                        r.version = st.version
-                        self._f_pos.append(position)
-                        self._f_seg.append(seg_i)
-                        self._f_off.append(self._tail)
-                        self._f_len.append(len(frame))
-                        self._tail += len(frame)
-                        self._next_position = position + r.count
+                        st.fi.append(len(f_pos))
+                        st.version = r.version = first_version + r.count - 1
+                        f_pos.append(position)
+                        f_seg.append(seg_i)
+                        f_off.append(tail)
+                        f_len.append(len(frame))
+                        tail += len(frame)
+                    self._tail = tail
+                    last = items[-1]
+                    self._next_position = last[2] + last[0].count
         finally:
             with self._index_lock:
                 self._inflight = None

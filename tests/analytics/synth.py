@@ -29,9 +29,12 @@ def outcome(
 ) -> dict[str, Any]:
     """An executor outcome: a success, an HTTP failure (``status``) or a transport failure."""
     prompt, completion = tokens
-    if ok:
-        status_code: int | None = 200
-        body: dict[str, Any] | None = {
+    if error is not None:  # a transport failure: no HTTP response
+        status_code: int | None = None
+        body: dict[str, Any] | None = None
+    elif ok:
+        status_code = 200
+        body = {
             "id": f"chatcmpl-{line}",
             "object": "chat.completion",
             "model": model,
@@ -42,8 +45,6 @@ def outcome(
                 "total_tokens": prompt + completion,
             },
         }
-    elif error is not None:
-        status_code, body = None, None
     else:
         status_code = status or 500
         body = {"error": {"message": "boom", "type": "server_error", "code": f"e{status_code}"}}
