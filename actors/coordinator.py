@@ -44,10 +44,14 @@ T = TypeVar("T")
 def returns_errors(
     fn: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[Any]]:
+    """Make sure the coordinator has started (also after Ray restarted it), and send
+    domain errors back as data."""
+
     @wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: Coordinator, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await fn(*args, **kwargs)
+            await self.start()
+            return await fn(self, *args, **kwargs)
         except DomainError as err:
             return error_result(err)
 
@@ -64,6 +68,7 @@ class Coordinator:
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
         self._tasks: set[asyncio.Task[None]] = set()
         self._models: tuple[float, dict[str, str]] = (0.0, {})
+        self._started: asyncio.Task[dict[str, Any]] | None = None
         self._catch_up()
 
     # -- the log -----------------------------------------------------------------
@@ -89,6 +94,13 @@ class Coordinator:
     # -- life cycle ----------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
+        """Start once per incarnation: `serve` calls it, and so does the first call after
+        Ray restarted a crashed coordinator."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self._start())
+        return await asyncio.shield(self._started)
+
+    async def _start(self) -> dict[str, Any]:
         """Finish half-done creates, resume every non-terminal batch, start supervising."""
         self._catch_up()
         for batch_id, claim in self.model.claims.items():
@@ -174,9 +186,11 @@ class Coordinator:
             self._models = (time.monotonic(), models)
         return models
 
+    @returns_errors
     async def models(self) -> list[str]:
         return sorted(await self._refresh_models())
 
+    @returns_errors
     async def model_owners(self) -> dict[str, str]:
         return dict(await self._refresh_models())
 
@@ -285,7 +299,7 @@ class Coordinator:
                         "This idempotency key was already used with different parameters."
                     )
                 return {
-                    "batch": batch_to_wire(self.model.batches[claim.batch_id]),
+                    "batch": self._wire(self.model.batches[claim.batch_id]),
                     "created": False,
                 }
         create = {
@@ -311,7 +325,7 @@ class Coordinator:
             self._append(COORDINATOR_STREAM, [("IdempotencyKeyClaimed", claim_data)])
         self._append(batch_stream(create["batch_id"]), self._create_events(create))
         self._admit()
-        return {"batch": batch_to_wire(self.model.batches[create["batch_id"]]), "created": True}
+        return {"batch": self._wire(self.model.batches[create["batch_id"]]), "created": True}
 
     def _create_events(self, create: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         command = decider.CreateBatch(**create)
@@ -323,15 +337,23 @@ class Coordinator:
                     data["expires_at"] = create["at"] + self.settings.completion_window_s
         return events
 
+    def _wire(self, state: decider.BatchState) -> dict[str, Any]:
+        """The Batch, plus `queue_position` (an extension) while it waits for a slot."""
+        wire = batch_to_wire(state)
+        if state.status in decider.ACTIVE_STATUSES and state.id not in self.running:
+            waiting = [b.id for b in self.model.active_batches() if b.id not in self.running]
+            wire["queue_position"] = waiting.index(state.id) + 1
+        return wire
+
     @returns_errors
     async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        return batch_to_wire(self._batch(tenant, batch_id))
+        return self._wire(self._batch(tenant, batch_id))
 
     @returns_errors
     async def list_batches(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
         self._catch_up()
         states, has_more = self.model.list_batches(tenant, after, limit)
-        return _page([batch_to_wire(s) for s in states], has_more)
+        return _page([self._wire(s) for s in states], has_more)
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
@@ -342,12 +364,12 @@ class Coordinator:
             if is_error(result):
                 return result
             self._catch_up()
-            return batch_to_wire(self.model.batches[batch_id])
+            return self._wire(self.model.batches[batch_id])
         # No actor owns the stream while the batch waits for a slot: write here.
         events = decider.decide(state, decider.Cancel(at=int(time.time())))
         self._append(batch_stream(batch_id), events)
         self._admit()  # a cancelling batch is admitted first, to write its files
-        return batch_to_wire(self.model.batches[batch_id])
+        return self._wire(self.model.batches[batch_id])
 
     @returns_errors
     async def batch_events(
@@ -377,6 +399,7 @@ class Coordinator:
             raise NotFound(f"No such Batch object: {batch_id}", param="batch_id")
         return state
 
+    @returns_errors
     async def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -409,4 +432,8 @@ def get_or_create_coordinator(settings: Settings) -> Any:
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=1000,
+        # Crashed, it is restarted and rebuilds from the log; calls in flight are retried
+        # (a create carrying an idempotency key then returns the batch it made).
+        max_restarts=-1,
+        max_task_retries=-1,
     ).remote(settings.model_dump(mode="json"))

@@ -585,6 +585,7 @@ class LocalModelServer:
         self.load_seconds = 0.0
         self.requests_served = 0
         self.chunks_served = 0
+        self.last_batch_id: str | None = None
         self._chat: ChatEngine | None = None
         self._embed: EmbedEngine | None = None
         t0 = time.perf_counter()
@@ -615,6 +616,7 @@ class LocalModelServer:
             "pid": os.getpid(),
             "chunks_served": self.chunks_served,
             "requests_served": self.requests_served,
+            "last_batch_id": self.last_batch_id,
         }
 
     def run_chunk(
@@ -623,6 +625,7 @@ class LocalModelServer:
         """One outcome per item, in the order of ``items``."""
         self.chunks_served += 1
         self.requests_served += len(items)
+        self.last_batch_id = batch_id
         if self.load_error is not None:
             return failed_outcomes(
                 items,
@@ -740,10 +743,12 @@ def endpoint_error(model: str, endpoint: str) -> RequestError:
 
 @dataclass
 class _Replica:
+    index: int
     name: str
     handle: Any
     outstanding: int = 0  # items sent and not answered yet (by this pool)
     dispatched: int = 0  # chunks sent so far (by this pool)
+    stale: bool = False  # the actor failed a call: look it up again by name before reuse
 
 
 @dataclass
@@ -838,6 +843,9 @@ class LocalModelPool:
         cfg = self._models[model]
         if not cfg.live:
             cfg.live = [self._connect(model, i) for i in range(cfg.replicas)]
+        for i, r in enumerate(cfg.live):
+            if r.stale:  # restarting (same actor comes back) or dead (a new one is created)
+                cfg.live[i] = self._connect(model, r.index)
         return cfg.live
 
     def _connect(self, model: str, i: int) -> _Replica:
@@ -857,7 +865,7 @@ class LocalModelPool:
         if cfg.model_path is not None:
             kwargs["model_path"] = cfg.model_path
         handle = ModelReplica.options(**options).remote(model, cfg.threads, **kwargs)
-        return _Replica(name, handle)
+        return _Replica(i, name, handle)
 
     def _pick(self, model: str) -> _Replica:
         return min(self._replicas(model), key=lambda r: (r.outstanding, r.dispatched))
@@ -912,9 +920,14 @@ class LocalModelPool:
         rep = self._pick(model)
         rep.outstanding += len(items)
         rep.dispatched += 1
+        ref = rep.handle.run_chunk.remote(endpoint, items, batch_id)
         try:
-            return list(await rep.handle.run_chunk.remote(endpoint, items, batch_id))
+            return list(await ref)
+        except asyncio.CancelledError:
+            ray.cancel(ref)  # a chunk still queued at the replica is dropped; a running one ends
+            raise
         except ray.exceptions.RayActorError as e:
+            rep.stale = True
             return failed_outcomes(
                 items, "replica_failed", f"model replica {rep.name} is unavailable: {e}"
             )

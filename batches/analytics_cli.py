@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -102,6 +103,14 @@ def _open(data_dir: Path | None) -> Analytics:
         raise typer.Exit(1) from None
 
 
+def _console() -> Console:
+    """Rich output; 160 columns when not writing to a terminal (pipes, files, tests)."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=160)
+    return console
+
+
 def _iso(ts: float | datetime | None) -> str:
     if ts is None:
         return ""
@@ -174,7 +183,7 @@ def sql_command(
         writer.writerows([cell(v) for v in row] for row in rows)
         typer.echo(out.getvalue(), nl=False)
     else:
-        console = Console()
+        console = _console()
         console.print(_table(None, columns, rows))
         console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
 
@@ -264,7 +273,7 @@ def history_command(
         half = max(limit // 2, 1)
         gap = ["…", "", f"{len(rows) - 2 * half} more events", "", "", ""]
         shown = [*rows[:half], gap, *rows[-half:]]
-    console = Console()
+    console = _console()
     title = f"{batch_id}: {len(rows)} of {len(events)} events"
     console.print(
         _table(title, ["version", "recorded_at", "type", "status", "done", "event"], shown)
@@ -299,7 +308,7 @@ def stats_command(
     if format is not Format.table:
         typer.echo(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
         return
-    console = Console()
+    console = _console()
     req = stats["requests"]
     console.print(
         _table(

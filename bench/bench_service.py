@@ -193,10 +193,16 @@ def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
     c0, u0 = sum(me.cpu_times()[:2]), sum(upstream.cpu_times()[:2])
     result = asyncio.run(_direct(fake.url, n, concurrency, warmup=min(n, 4 * concurrency)))
     # CPU seconds (warmup included): which side of the baseline is the limit
-    result["cpu_s"] = {
-        "client": round(sum(me.cpu_times()[:2]) - c0, 2),
-        "fake_upstream": round(sum(upstream.cpu_times()[:2]) - u0, 2),
+    client_s = sum(me.cpu_times()[:2]) - c0
+    fake_s = sum(upstream.cpu_times()[:2]) - u0
+    sent = n + result["warmup_requests"]
+    result["cpu_s"] = {"client": round(client_s, 2), "fake_upstream": round(fake_s, 2)}
+    result["cpu_ms_per_request"] = {
+        "client": round(1000 * client_s / sent, 3),
+        "fake_upstream": round(1000 * fake_s / sent, 3),
     }
+    # what the fake alone could serve with a core to itself (its CPU per request)
+    result["fake_capacity_one_core_requests_per_s"] = round(sent / fake_s, 1) if fake_s else None
     result["upstream_view"] = upstream_view(fake)
     fake.reset()
     return result
@@ -609,6 +615,7 @@ def run_batchlog(
         svc.stop()
 
     e2e = t_dl1 - t_upload0
+    cpu_run = sampler.cpu_between("created", "completed")
     in_progress = timeline.get("in_progress_s")
     seen_in_progress = poller.first_seen.get("in_progress")
     # progress samples: requests/s between 10% and 90% done, the steady state
@@ -643,7 +650,9 @@ def run_batchlog(
         },
         "timeline": timeline,
         "upstream_view": upstream,
-        "cpu_s_while_running": sampler.cpu_between("created", "completed"),
+        "cpu_s_while_running": cpu_run,
+        "cpu_ms_per_request_while_running": {k: round(1000 * v / n, 3) for k, v in cpu_run.items()},
+        "cpu_s_total_while_running": round(sum(cpu_run.values()), 2),
         "cpu_s_upload_to_completed": sampler.cpu_between("start", "completed"),
         "memory": sampler.report(),
         "profile_files": profile_files,

@@ -169,6 +169,31 @@ def find_frame_after(buf: bytes, start: int) -> int | None:
     return None
 
 
+_unpack_header = HEADER.unpack_from
+_crc32 = zlib.crc32
+_loads = orjson.loads
+
+
+def read_frame(
+    buf: bytes, pos: int, length: int
+) -> tuple[str, int, int, float, list[list[Any]]] | str:
+    """Check and decode the frame of known ``length`` at ``buf[pos:]`` (the read path).
+
+    Returns (stream_id, first_version, first_position, recorded_at, rows), or why not.
+    """
+    if len(buf) - pos < max(length, HEADER_SIZE):
+        return INCOMPLETE
+    magic, flen, crc, fp, fv, ra, _count, sid_len, _flags = _unpack_header(buf, pos)
+    end = pos + length
+    if magic != MAGIC or flen != length:
+        return BAD_MAGIC if magic != MAGIC else BAD_LENGTH
+    mv = memoryview(buf)
+    if _crc32(mv[pos + CRC_START : end]) != crc:
+        return BAD_CRC
+    s = pos + HEADER_SIZE
+    return buf[s : s + sid_len].decode("ascii"), fv, fp, ra, _loads(mv[s + sid_len : end])
+
+
 def decode_payload(payload: bytes) -> list[list[Any]]:
     """The [[event_id, type, data, metadata], ...] rows of a frame payload."""
     rows: list[list[Any]] = orjson.loads(payload)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from . import frames as fr
-from .errors import CorruptLog, EventLogError, StoreFailed, WrongExpectedVersion
+from .errors import (
+    CorruptLog,
+    EventLogError,
+    InvalidStreamId,
+    StoreFailed,
+    WrongExpectedVersion,
+)
 from .locking import CommitLock, close_commit_lock, open_commit_lock
 from .model import NewEvent, RecordedEvent, Snapshot, check_stream_id, make_recorded
 from .segments import (
@@ -40,12 +46,28 @@ log = logging.getLogger("eventlog")
 
 
 class _Segment:
-    __slots__ = ("first_position", "path", "rfd")
+    """A segment file and its read descriptor, opened on first use (under _index_lock)."""
+
+    __slots__ = ("_fd", "first_position", "path")
 
     def __init__(self, first_position: int, path: Path) -> None:
         self.first_position = first_position
         self.path = path
-        self.rfd = os.open(path, os.O_RDONLY)
+        self._fd = -1
+
+    @property
+    def rfd(self) -> int:
+        return self._fd if self._fd >= 0 else self.open()
+
+    def open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class _Stream:
@@ -159,6 +181,8 @@ class EventStore:
         self._segments.append(_Segment(1, first_path))
         with self._index_lock:
             self._catch_up(writer=True)
+            for seg in self._segments[:-1]:
+                seg.close()  # reopened when read: a long log need not hold a descriptor each
         known = {s.path.name for s in self._segments}
         for _, p in on_disk:
             if p.name not in known:
@@ -179,7 +203,7 @@ class EventStore:
             os.close(self._wfd)
             self._wfd = None
         for s in self._segments:
-            os.close(s.rfd)
+            s.close()
         self._segments = []
 
     def __enter__(self) -> EventStore:
@@ -266,7 +290,10 @@ class EventStore:
             )
         st = self._streams.get(f.stream_id)
         if st is None:
-            check_stream_id(f.stream_id)
+            try:
+                check_stream_id(f.stream_id)
+            except InvalidStreamId as e:
+                raise CorruptLog(str(seg.path), f.offset, str(e)) from e
             st = self._streams[f.stream_id] = _Stream()
         if f.first_version != st.version + 1:
             raise CorruptLog(
@@ -502,7 +529,7 @@ class EventStore:
         self._failed = f"a write or fsync failed earlier ({err})"
         log.error("event log %s: write/fsync failed (%s); failing closed", self._root, err)
         for s in new_segments:
-            os.close(s.rfd)
+            s.close()
         for p in created:
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -561,25 +588,23 @@ class EventStore:
             locs = []
             for i in range(j, k):
                 g = st.fi[i]
-                locs.append((self._segments[self._f_seg[g]], self._f_off[g], self._f_len[g]))
+                seg = self._segments[self._f_seg[g]]
+                seg.open()  # under the lock: never two descriptors for one segment
+                locs.append((seg, self._f_off[g], self._f_len[g]))
         out: list[RecordedEvent] = []
+        make = make_recorded
         for seg, off, length in locs:
-            f = self._read_frame(seg, off, length)
-            v = f.first_version
-            p = f.first_position
-            for eid, typ, data, meta in fr.decode_payload(f.payload):
+            buf = pread_exact(seg.rfd, length, off)
+            got = fr.read_frame(buf, 0, length)
+            if isinstance(got, str):
+                raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
+            sid, v, p, ra, rows = got
+            for eid, typ, data, meta in rows:
                 if lo <= v <= top:
-                    out.append(make_recorded(stream_id, v, typ, data, f.recorded_at, p, eid, meta))
+                    out.append(make(sid, v, typ, data, ra, p, eid, meta))
                 v += 1
                 p += 1
         return out
-
-    def _read_frame(self, seg: _Segment, off: int, length: int) -> fr.FrameInfo:
-        buf = pread_exact(seg.rfd, length, off)
-        got = fr.parse_frame(buf, 0, len(buf), off)
-        if isinstance(got, str):
-            raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
-        return got
 
     def read_all(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         """Events of all streams with position > ``after``, ascending, at most ``limit``."""
@@ -595,8 +620,10 @@ class EventStore:
                 return []
             j = max(bisect_right(self._f_pos, after + 1) - 1, 0)
             k = bisect_right(self._f_pos, last)
-            segs = list(self._segments)
             f_seg, f_off, f_len = self._f_seg[j:k], self._f_off[j:k], self._f_len[j:k]
+            segs = list(self._segments)
+            for s in set(f_seg):
+                segs[s].open()
         out: list[RecordedEvent] = []
         i, n = 0, len(f_off)
         while i < n:
@@ -621,16 +648,20 @@ class EventStore:
     ) -> None:
         buf = pread_exact(seg.rfd, offs[-1] + lens[-1] - start, start)
         make = make_recorded
-        loads = fr.decode_payload
-        parse = fr.parse_frame
+        read_frame = fr.read_frame
         append = out.append
         for off, length in zip(offs, lens, strict=True):
-            rel = off - start
-            f = parse(buf, rel, rel + length, start)
-            if isinstance(f, str):
-                raise CorruptLog(str(seg.path), off, f"{f} in a frame read before")
-            sid, ra, v, p = f.stream_id, f.recorded_at, f.first_version, f.first_position
-            for eid, typ, data, meta in loads(f.payload):
+            got = read_frame(buf, off - start, length)
+            if isinstance(got, str):
+                raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
+            sid, v, p, ra, rows = got
+            if after < p and p + len(rows) - 1 <= last:
+                for eid, typ, data, meta in rows:
+                    append(make(sid, v, typ, data, ra, p, eid, meta))
+                    v += 1
+                    p += 1
+                continue
+            for eid, typ, data, meta in rows:
                 if after < p <= last:
                     append(make(sid, v, typ, data, ra, p, eid, meta))
                 v += 1

@@ -123,7 +123,9 @@ def test_requests_and_files_views(store: EventStore, tmp_path: Path) -> None:
         assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (5, 7, 12)
         assert row["started_at"].timestamp() == T0 + 1.0
         assert row["custom_id"] == "req-1" and row["endpoint"] == "/v1/chat/completions"
-        assert a.sql("SELECT file_id, tenant, deleted, deleted_at IS NULL FROM files ORDER BY 1") == [
+        assert a.sql(
+            "SELECT file_id, tenant, deleted, deleted_at IS NULL FROM files ORDER BY 1"
+        ) == [
             ("file-a", "default", False, True),
             ("file-b", "bob", True, False),
         ]
@@ -151,9 +153,9 @@ def test_queries_see_new_events_and_compaction_changes_nothing(
         running.outcomes([outcome(2)]).finish()
         after = a.sql(query)  # the same connection sees the new events
         assert after != before
-        assert a.sql("SELECT status, requests_completed FROM batches WHERE batch_id = 'b-running'") == [
-            ("completed", 2)
-        ]
+        assert a.sql(
+            "SELECT status, requests_completed FROM batches WHERE batch_id = 'b-running'"
+        ) == [("completed", 2)]
         assert a.position == store.head()
         assert compact(tmp_path / "log")
         requests = a.sql("SELECT * FROM requests ORDER BY position")
@@ -208,7 +210,9 @@ def test_stats_and_timeline(store: EventStore, tmp_path: Path) -> None:
         )
         timeline = a.timeline("b-ok")
         assert [e["version"] for e in timeline] == list(range(1, 9))
-        assert timeline[0]["type"] == ev.BATCH_CREATED and timeline[-1]["type"] == ev.BATCH_COMPLETED
+        assert (
+            timeline[0]["type"] == ev.BATCH_CREATED and timeline[-1]["type"] == ev.BATCH_COMPLETED
+        )
         assert timeline[2]["data"]["custom_id"] == "req-1"
         assert [e["version"] for e in a.timeline("b-ok", after=3, limit=2)] == [4, 5]
         assert a.timeline("nope") == []

@@ -411,3 +411,55 @@ def test_pools_share_named_replicas(pool: LocalModelPool, ray_namespace: str) ->
     theirs = run(other.health())
     for model in pool.models():
         assert [h["pid"] for h in theirs[model]] == [h["pid"] for h in mine[model]]
+
+
+def test_pool_survives_a_replica_dying_and_drops_cancelled_chunks(ray_namespace: str) -> None:
+    solo = LocalModelPool(
+        ray_namespace,
+        models=[CHAT_MODEL_ID],
+        chat_replicas=1,
+        name_prefix=f"test-solo-{uuid.uuid4().hex[:6]}",
+        detached=False,
+    )
+    try:
+        (h0,) = run(solo.warm_up())[CHAT_MODEL_ID]
+        assert h0["loaded"]
+        long_chunk = [chat_item(0, "Tell a long story.", max_tokens=200, min_tokens=200)]
+
+        async def cancel_a_queued_chunk() -> None:
+            first = asyncio.create_task(
+                solo.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, long_chunk, "b1")
+            )
+            await asyncio.sleep(0.2)
+            queued = asyncio.create_task(
+                solo.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, [chat_item(1, max_tokens=2)], "b2")
+            )
+            await asyncio.sleep(0.2)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            (o,) = await first
+            assert o["status_code"] == 200
+
+        run(cancel_a_queued_chunk())
+        (h1,) = run(solo.health())[CHAT_MODEL_ID]
+        assert h1["chunks_served"] == h0["chunks_served"] + 1  # the cancelled one never ran
+
+        async def kill_mid_chunk() -> list[dict[str, Any]]:
+            task = asyncio.create_task(
+                solo.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, long_chunk * 2, "b3")
+            )
+            await asyncio.sleep(1.0)
+            ray.kill(ray.get_actor(solo.replica_names(CHAT_MODEL_ID)[0]), no_restart=False)
+            return await asyncio.wait_for(task, 60)
+
+        outs = run(kill_mid_chunk())
+        assert [o["status_code"] for o in outs] == [None, None]
+        assert {o["error"]["code"] for o in outs} == {"replica_failed"}
+        # the replica is restarted (and reloads its model); the next chunk is served
+        (o,) = run(solo.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, [chat_item(2, max_tokens=2)], "b4"))
+        assert o["status_code"] == 200, o
+        (h2,) = run(solo.health())[CHAT_MODEL_ID]
+        assert h2["pid"] != h1["pid"]
+    finally:
+        solo.shutdown()
