@@ -748,7 +748,7 @@ class _Replica:
     handle: Any
     outstanding: int = 0  # items sent and not answered yet (by this pool)
     dispatched: int = 0  # chunks sent so far (by this pool)
-    stale: bool = False  # the actor failed a call: look it up again by name before reuse
+    suspect: bool = False  # a call failed: wait until it answers again before reuse
 
 
 @dataclass
@@ -765,14 +765,20 @@ class LocalModelPool:
     ``namespace`` is the Ray namespace of the replicas (the deployment's); ``None`` uses
     the driver's current namespace. Replicas are created on first use (or by
     ``warm_up``) as named actors ``<name_prefix>-<model>-<i>`` with
-    ``get_if_exists=True``, so pools in different batch actors share them. They are
-    detached by default (they outlive the batch actor that happened to create them);
-    ``shutdown()`` ends them.
+    ``get_if_exists=True``, so pools in different batch actors share them (the first
+    pool's sizes, threads and paths win). They are detached by default: they outlive
+    the batch actor that happened to create them; ``shutdown()`` ends them.
 
     Defaults, measured on 2 shared cores: the chat model gets one replica per core with
     one thread each (two threads in one llama.cpp replica collapsed to 1-10 tokens/s when
     the other core was busy); the embedding model one replica with one thread.
-    ``num_cpus`` is the Ray CPU reservation per replica (0: they do not block tasks).
+    ``num_cpus`` is the Ray CPU reservation per replica (0: they never block tasks).
+
+    A replica process that dies is restarted by Ray (``max_restarts``) or, once dead
+    for good, created again; a chunk it was running is sent again (inference has no
+    side effects) up to ``chunk_attempts`` times in all, waiting at most
+    ``restart_timeout_s`` for a replica to come back, after which its items fail with
+    ``status_code: None`` and ``error.code == "replica_failed"``.
     """
 
     def __init__(
@@ -790,6 +796,8 @@ class LocalModelPool:
         num_cpus: float = 0.0,
         detached: bool = True,
         max_restarts: int = 3,
+        chunk_attempts: int = 2,
+        restart_timeout_s: float = 120.0,
     ) -> None:
         unknown = [m for m in models if m not in MODEL_ENDPOINTS]
         if unknown:
@@ -807,6 +815,8 @@ class LocalModelPool:
         self.num_cpus = num_cpus
         self.detached = detached
         self.max_restarts = max_restarts
+        self.chunk_attempts = max(1, chunk_attempts)
+        self.restart_timeout_s = restart_timeout_s
         self._models: dict[str, _ModelConfig] = {}
         for m in models:
             n, threads = sizes[m]
@@ -818,9 +828,11 @@ class LocalModelPool:
     # -- discovery
 
     def models(self) -> list[str]:
+        """The model ids this pool serves."""
         return list(self._models)
 
     async def list_models(self) -> list[str]:
+        """The executor interface's spelling of ``models()``."""
         return self.models()
 
     @staticmethod
@@ -843,9 +855,6 @@ class LocalModelPool:
         cfg = self._models[model]
         if not cfg.live:
             cfg.live = [self._connect(model, i) for i in range(cfg.replicas)]
-        for i, r in enumerate(cfg.live):
-            if r.stale:  # restarting (same actor comes back) or dead (a new one is created)
-                cfg.live[i] = self._connect(model, r.index)
         return cfg.live
 
     def _connect(self, model: str, i: int) -> _Replica:
@@ -867,14 +876,48 @@ class LocalModelPool:
         handle = ModelReplica.options(**options).remote(model, cfg.threads, **kwargs)
         return _Replica(i, name, handle)
 
+    def _refresh(self, model: str, r: _Replica) -> _Replica:
+        """The live replica behind ``r``'s name: ``r`` itself while its actor exists
+        (restarting included; dropping the creator's handle of a non-detached actor
+        would end it), the actor another pool re-created, or a new one."""
+        try:
+            found = ray.get_actor(r.name, namespace=self.namespace)
+        except ValueError:  # dead for good: create it again
+            fresh = self._connect(model, r.index)
+        else:
+            if found._actor_id == r.handle._actor_id:
+                return r
+            fresh = _Replica(r.index, r.name, found)
+        fresh.suspect = True
+        self._models[model].live[r.index] = fresh
+        return fresh
+
+    async def _until_ready(self, model: str, r: _Replica) -> _Replica:
+        """Wait until the replica behind ``r`` answers (Ray restarts it, or it is re-created)."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            r = self._refresh(model, r)
+            try:
+                await r.handle.health.remote()
+                r.suspect = False
+                return r
+            except ray.exceptions.RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     def _pick(self, model: str) -> _Replica:
-        return min(self._replicas(model), key=lambda r: (r.outstanding, r.dispatched))
+        """The replica with the least outstanding work (healthy ones first)."""
+        return min(self._replicas(model), key=lambda r: (r.suspect, r.outstanding, r.dispatched))
+
+    # -- health
 
     async def warm_up(self, models: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         """Create (or find) every replica and wait until each has loaded its model."""
         return await self.health(models)
 
     async def health(self, models: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``LocalModelServer.health()`` of every replica, by model (waits for loads)."""
         out: dict[str, list[dict[str, Any]]] = {}
         for m in models or self.models():
             reps = self._replicas(m)
@@ -902,7 +945,13 @@ class LocalModelPool:
     async def run_chunk(
         self, endpoint: str, model: str, items: list[WorkItem], batch_id: str | None = None
     ) -> list[Outcome]:
-        """Run one chunk on the least busy replica of ``model``; one outcome per item."""
+        """Run one chunk on the least busy replica of ``model``; one outcome per item.
+
+        Never raises for a model problem: a model that cannot load, a replica that is
+        gone, an unknown model or an endpoint the model does not serve all come back as
+        outcomes. Cancelling the awaiting task drops the chunk if it is still queued at
+        the replica (a chunk already running finishes there, unseen).
+        """
         if not items:
             return []
         if model not in self._models:
@@ -917,24 +966,36 @@ class LocalModelPool:
             )
         if endpoint not in MODEL_ENDPOINTS[model]:
             return rejected_outcomes(items, endpoint_error(model, endpoint))
-        rep = self._pick(model)
-        rep.outstanding += len(items)
-        rep.dispatched += 1
-        ref = rep.handle.run_chunk.remote(endpoint, items, batch_id)
-        try:
-            return list(await ref)
-        except asyncio.CancelledError:
-            ray.cancel(ref)  # a chunk still queued at the replica is dropped; a running one ends
-            raise
-        except ray.exceptions.RayActorError as e:
-            rep.stale = True
-            return failed_outcomes(
-                items, "replica_failed", f"model replica {rep.name} is unavailable: {e}"
-            )
-        except ray.exceptions.RayError as e:
-            return failed_outcomes(items, "executor_error", f"{type(e).__name__}: {e}")
-        finally:
-            rep.outstanding -= len(items)
+        failure = ""
+        for attempt in range(1, self.chunk_attempts + 1):
+            rep = self._pick(model)
+            try:
+                if rep.suspect:
+                    rep = await self._until_ready(model, rep)
+                rep.outstanding += len(items)
+                rep.dispatched += 1
+                ref = rep.handle.run_chunk.remote(endpoint, items, batch_id)
+                try:
+                    outs = list(await ref)
+                except asyncio.CancelledError:
+                    ray.cancel(ref)  # dropped if still queued at the replica
+                    raise
+                finally:
+                    rep.outstanding -= len(items)
+            except ray.exceptions.RayActorError as e:
+                rep.suspect = True
+                failure = f"model replica {rep.name} failed (attempt {attempt}): {e}"
+                continue
+            except ray.exceptions.RayError as e:
+                return failed_outcomes(items, "executor_error", f"{type(e).__name__}: {e}")
+            if attempt > 1:
+                for o in outs:
+                    o["attempts"] = attempt
+            return outs
+        outs = failed_outcomes(items, "replica_failed", failure)
+        for o in outs:
+            o["attempts"] = self.chunk_attempts
+        return outs
 
 
 # One process per replica; `health` has its own thread so it answers during a long chunk.

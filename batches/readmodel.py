@@ -90,12 +90,14 @@ class ReadModel:
     def list_files(
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
     ) -> tuple[list[dict[str, Any]], bool]:
+        # `files` keeps log order, which is creation order even within one second.
         records = [
             f
             for f in self.files.values()
             if f["tenant"] == tenant and (purpose is None or f["purpose"] == purpose)
         ]
-        records.sort(key=lambda f: (f["created_at"], f["file_id"]), reverse=order == "desc")
+        if order == "desc":
+            records.reverse()
         if after is not None:
             ids = [f["file_id"] for f in records]
             records = records[ids.index(after) + 1 :] if after in ids else []

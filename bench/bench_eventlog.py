@@ -272,7 +272,7 @@ def bench_serialization(n: int = 50_000) -> list[tuple[str, float, float, int]]:
         from pydantic import TypeAdapter
 
         ta = TypeAdapter(list[tuple[str, str, dict[str, Any], dict[str, Any]]])
-        run("pydantic TypeAdapter", lambda r: ta.dump_json([r]), ta.validate_json)
+        run("pydantic TypeAdapter", lambda r: ta.dump_json([tuple(r)]), ta.validate_json)
     except ImportError:
         results.append(("pydantic (not installed)", 0.0, 0.0, 0))
     run("json (stdlib)", lambda r: json.dumps([r]).encode(), json.loads)

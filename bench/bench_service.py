@@ -80,7 +80,12 @@ def chat_lines(n: int, prefix: str = "req") -> bytes:
     """The batch input: the shape the e2e tests use (tests/e2e/conftest.py)."""
     return b"".join(
         orjson.dumps(
-            {"custom_id": f"{prefix}-{i}", "method": "POST", "url": ENDPOINT, "body": chat_body(i, prefix)}
+            {
+                "custom_id": f"{prefix}-{i}",
+                "method": "POST",
+                "url": ENDPOINT,
+                "body": chat_body(i, prefix),
+            }
         )
         + b"\n"
         for i in range(n)
@@ -247,6 +252,7 @@ class SessionSampler:
         self.interval = interval
         self._procs: dict[int, psutil.Process] = {}
         self.kinds: dict[int, str] = {}
+        self.titles: dict[int, str] = {}
         self.cpu: dict[int, float] = {}  # pid -> last seen user+system seconds
         self.samples = 0
         self.peak_total = 0
@@ -295,6 +301,7 @@ class SessionSampler:
                     continue
                 kind = kind_of(cmd)
                 self.kinds[pid] = kind
+                self.titles[pid] = cmd[:80]
                 self.cpu[pid] = t.user + t.system
                 by_kind[kind] = by_kind.get(kind, 0) + rss
                 total += rss
@@ -330,14 +337,41 @@ class SessionSampler:
             out[kind] = out.get(kind, 0.0) + t_end - start.get(pid, 0.0)
         return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
+    def cpu_by_process(self, a: str, b: str, top: int = 12) -> list[dict[str, Any]]:
+        start, end = self.marks[a], self.marks[b]
+        rows: list[dict[str, Any]] = [
+            {
+                "pid": pid,
+                "kind": self.kinds.get(pid, "other"),
+                "title": self.titles.get(pid, "")[:60].strip(),
+                "cpu_s": round(t_end - start.get(pid, 0.0), 2),
+            }
+            for pid, t_end in end.items()
+            if pid != -1
+        ]
+        return sorted(rows, key=lambda r: -float(r["cpu_s"]))[:top]
+
+    def first_seen(self, needle: str, timeout: float, poll: float = 0.02) -> float | None:
+        """Wall time at which a session process whose title contains ``needle`` shows up."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.svc.pids(needle):
+                return time.time()
+            time.sleep(poll)
+        return None
+
     def report(self) -> dict[str, Any]:
         mib = 2**20
-        per_proc = sorted(
+        per_proc: list[dict[str, Any]] = sorted(
             (
-                {"pid": pid, "kind": self.kinds.get(pid, "other"), "peak_rss_mib": round(r / mib, 1)}
+                {
+                    "pid": pid,
+                    "kind": self.kinds.get(pid, "other"),
+                    "peak_rss_mib": round(r / mib, 1),
+                }
                 for pid, r in self.peak_proc.items()
             ),
-            key=lambda d: -d["peak_rss_mib"],
+            key=lambda d: -float(d["peak_rss_mib"]),
         )
         return {
             "samples": self.samples,
@@ -444,7 +478,7 @@ def event_timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
         commits = len(set(rec))  # one commit stamps all its events with one recorded_at
         upstream_ms = [e["data"]["latency_ms"] for e in outcomes]
         # from the upstream's answer to the outcome being durable in the log
-        lag = [e["recorded_at"] - e["data"]["finished_at"] for e in outcomes]
+        lag = [(e["recorded_at"] - e["data"]["finished_at"]) * 1000 for e in outcomes]
         starts = [e["data"]["started_at"] for e in outcomes]
         ends = [e["data"]["finished_at"] for e in outcomes]
         busy = sum(ends) - sum(starts)
@@ -463,9 +497,9 @@ def event_timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
                     "mean": _r(statistics.fmean(upstream_ms)),
                 },
                 "answer_to_logged_ms": {
-                    "p50": _r(pct(lag, 50) * 1000),
-                    "p99": _r(pct(lag, 99) * 1000),
-                    "mean": _r(statistics.fmean(lag) * 1000),
+                    "p50": _r(pct(lag, 50)),
+                    "p99": _r(pct(lag, 99)),
+                    "mean": _r(statistics.fmean(lag)),
                 },
                 # mean requests in flight at the executor: sum of call times / wall window
                 "executor_mean_inflight": _r(busy / window if window > 0 else None, 1),
@@ -473,6 +507,24 @@ def event_timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     return out
+
+
+def get_cost(svc: Service, sampler: SessionSampler, batch_id: str, n: int) -> dict[str, Any]:
+    """n GETs back to back on the idle service: latency, and CPU per GET in each process."""
+    client = svc.client(max_retries=0, timeout=60.0)
+    latencies = []
+    sampler.mark("gets0")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.batches.retrieve(batch_id)
+        latencies.append(time.perf_counter() - t0)
+    sampler.mark("gets1")
+    cpu = sampler.cpu_between("gets0", "gets1")
+    return {
+        "gets": n,
+        "latency": summary_ms(latencies),
+        "cpu_ms_per_get": {k: round(1000 * v / n, 3) for k, v in cpu.items() if v > 0},
+    }
 
 
 def _create(client: Any, file_id: str, metadata: dict[str, str] | None = None) -> Any:
@@ -486,8 +538,11 @@ class Profiler:
 
     TARGETS = ("serve", "worker:Coordinator", "worker:UpstreamExecutor", "worker:BatchActor")
 
-    def __init__(self, svc: Service, sampler: SessionSampler, out_dir: Path, rate: int) -> None:
+    def __init__(
+        self, svc: Service, sampler: SessionSampler, out_dir: Path, rate: int, gil: bool
+    ) -> None:
         self.svc, self.sampler, self.out_dir, self.rate = svc, sampler, out_dir, rate
+        self.gil = gil
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.files: dict[str, str] = {}
         self._stop = threading.Event()
@@ -509,7 +564,8 @@ class Profiler:
                     self.files[kind] = str(path)
                     self.procs[kind] = subprocess.Popen(
                         [self.py_spy, "record", "--pid", str(pid), "--rate", str(self.rate),
-                         "--nonblocking", "--format", "raw", "--output", str(path)],
+                         "--nonblocking", "--format", "raw", "--output", str(path),
+                         *(["--gil"] if self.gil else [])],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
             self._stop.wait(0.1)
@@ -539,6 +595,8 @@ def run_batchlog(
     profile_dir: Path | None,
     profile_rate: int,
     timeout_s: float,
+    profile_gil: bool = False,
+    idle_gets: int = 200,
 ) -> dict[str, Any]:
     fake.reset()
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
@@ -560,12 +618,19 @@ def run_batchlog(
         f = client.files.create(file=("bench.jsonl", io.BytesIO(content)), purpose="batch")
         t_upload1 = time.time()
         if profile_dir is not None:
-            profiler = Profiler(svc, sampler, profile_dir, profile_rate).start()
+            profiler = Profiler(svc, sampler, profile_dir, profile_rate, profile_gil).start()
         t_create0 = time.time()
         batch = _create(client, f.id)
         t_create1 = time.time()
         sampler.mark("created")
         poller = Poller(svc, batch.id).start()
+        # when the batch's actor is running (Ray titles its process with the actor name)
+        actor_seen: dict[str, float | None] = {}
+        watcher = threading.Thread(
+            target=lambda: actor_seen.update(t=sampler.first_seen(batch.id, timeout=120)),
+            daemon=True,
+        )
+        watcher.start()
 
         # extra small batches while the big one runs: POST latency samples
         post_latencies = [t_create1 - t_create0]
@@ -608,6 +673,7 @@ def run_batchlog(
                 if time.time() > deadline:
                     raise TimeoutError(f"extra batch {extra_id} did not finish")
                 time.sleep(0.2)
+        idle_get = get_cost(svc, sampler, batch.id, idle_gets)
         sampler.stop()
     finally:
         if profiler is not None:
@@ -615,6 +681,8 @@ def run_batchlog(
         svc.stop()
 
     e2e = t_dl1 - t_upload0
+    watcher.join(timeout=1)
+    actor_t = actor_seen.get("t")
     cpu_run = sampler.cpu_between("created", "completed")
     in_progress = timeline.get("in_progress_s")
     seen_in_progress = poller.first_seen.get("in_progress")
@@ -640,6 +708,9 @@ def run_batchlog(
         "create_to_in_progress": {
             "seen_by_poller_s": _r(seen_in_progress - t_create1, 3) if seen_in_progress else None,
             "from_events_s": timeline.get("created_to_validated_s"),
+            # the batch actor's worker process carries the actor's name: its start-up
+            # (a Ray worker process: import ray + batchlog, register) is in this share
+            "create_to_actor_process_titled_s": _r(actor_t - t_create1, 3) if actor_t else None,
             "note": "poller resolution ~50 ms plus one GET",
         },
         "latency": {
@@ -648,11 +719,13 @@ def run_batchlog(
             "extra_batches": len(extra_ids),
             "extra_batch_lines": extra_lines,
         },
+        "idle_get": idle_get,
         "timeline": timeline,
         "upstream_view": upstream,
         "cpu_s_while_running": cpu_run,
         "cpu_ms_per_request_while_running": {k: round(1000 * v / n, 3) for k, v in cpu_run.items()},
         "cpu_s_total_while_running": round(sum(cpu_run.values()), 2),
+        "cpu_s_by_process_while_running": sampler.cpu_by_process("created", "completed"),
         "cpu_s_upload_to_completed": sampler.cpu_between("start", "completed"),
         "memory": sampler.report(),
         "profile_files": profile_files,
@@ -663,7 +736,9 @@ def run_batchlog(
 # --- the command -----------------------------------------------------------------------
 
 
-def settings_env(chunk_size: int, chunks_in_flight: int, upstream_max: int, extra: list[str]) -> dict[str, str]:
+def settings_env(
+    chunk_size: int, chunks_in_flight: int, upstream_max: int, extra: list[str]
+) -> dict[str, str]:
     env = {
         "BATCHLOG_CHUNK_SIZE": str(chunk_size),
         "BATCHLOG_CHUNKS_IN_FLIGHT": str(chunks_in_flight),
@@ -691,9 +766,16 @@ def sweep(args: argparse.Namespace, fake: FakeUpstream) -> dict[str, Any]:
     rows = []
     for cs in args.sweep_chunk_sizes:
         for cif in args.sweep_chunks_in_flight:
-            umc = max(args.upstream_max_concurrency, cs * cif) if args.sweep_match_upstream else args.upstream_max_concurrency
+            umc = (
+                max(args.upstream_max_concurrency, cs * cif)
+                if args.sweep_match_upstream
+                else args.upstream_max_concurrency
+            )
             env = settings_env(cs, cif, umc, args.set)
-            print(f"  sweep: chunk_size={cs} chunks_in_flight={cif} upstream_max={umc} ...", flush=True)
+            print(
+                f"  sweep: chunk_size={cs} chunks_in_flight={cif} upstream_max={umc} ...",
+                flush=True,
+            )
             r = run_batchlog(
                 fake, args.requests, env, extra_batches=0, extra_lines=args.extra_lines,
                 extra_every_s=args.extra_every_s, profile_dir=None, profile_rate=args.profile_rate,
@@ -709,6 +791,11 @@ def sweep(args: argparse.Namespace, fake: FakeUpstream) -> dict[str, Any]:
                 "executor_mean_inflight": r["timeline"].get("executor_mean_inflight"),
                 "outcomes_per_commit": r["timeline"].get("outcomes_per_commit"),
                 "peak_rss_mib": r["memory"]["peak_total_mib"],
+                # noise-proof on a shared machine: CPU the service + fake spent per request
+                "cpu_ms_per_request": round(
+                    1000 * r["cpu_s_total_while_running"] / args.requests, 2
+                ),
+                "loadavg_1min": round(os.getloadavg()[0], 2),
             }
             print(f"    -> {row}", flush=True)
             rows.append(row)
@@ -717,35 +804,68 @@ def sweep(args: argparse.Namespace, fake: FakeUpstream) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--requests", type=int, default=10_000)
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="the direct client's in-flight requests (default: batchlog's)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="the direct client's in-flight requests (default: batchlog's)",
+    )
     p.add_argument("--chunk-size", type=int, default=DEFAULTS["chunk_size"])
     p.add_argument("--chunks-in-flight", type=int, default=DEFAULTS["chunks_in_flight"])
-    p.add_argument("--upstream-max-concurrency", type=int, default=DEFAULTS["upstream_max_concurrency"])
-    p.add_argument("--set", action="append", default=[], metavar="BATCHLOG_X=V",
-                   help="any other service setting, e.g. BATCHLOG_FSYNC=false")
-    p.add_argument("--extra-batches", type=int, default=8, help="small batches created during the run")
+    p.add_argument(
+        "--upstream-max-concurrency", type=int, default=DEFAULTS["upstream_max_concurrency"]
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="BATCHLOG_X=V",
+        help="any other service setting, e.g. BATCHLOG_FSYNC=false",
+    )
+    p.add_argument(
+        "--extra-batches", type=int, default=5, help="small batches created during the run"
+    )
     p.add_argument("--extra-lines", type=int, default=10)
-    p.add_argument("--extra-every-s", type=float, default=0.5)
+    p.add_argument("--extra-every-s", type=float, default=3.0)
     p.add_argument("--timeout-s", type=float, default=1800.0)
-    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                   help="py-spy record the serve process and the actors into DIR")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy record the serve process and the actors into DIR",
+    )
     p.add_argument("--profile-rate", type=int, default=50)
+    p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="py-spy --gil: only samples holding the GIL (Python CPU, no idle waits)",
+    )
     p.add_argument("--sweep", action="store_true", help="try several chunk settings instead")
     p.add_argument("--sweep-chunk-sizes", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--sweep-chunks-in-flight", type=int, nargs="+", default=[4, 8])
-    p.add_argument("--sweep-match-upstream", action="store_true",
-                   help="raise upstream_max_concurrency to chunk_size * chunks_in_flight")
+    p.add_argument(
+        "--sweep-match-upstream",
+        action="store_true",
+        help="raise upstream_max_concurrency to chunk_size * chunks_in_flight",
+    )
     p.add_argument("--skip-direct", action="store_true", help="no direct baseline (sweeps)")
     p.add_argument("--json", type=Path, default=None, help="default bench/out/service.json")
     args = p.parse_args(argv)
 
-    env = settings_env(args.chunk_size, args.chunks_in_flight, args.upstream_max_concurrency, args.set)
+    env = settings_env(
+        args.chunk_size, args.chunks_in_flight, args.upstream_max_concurrency, args.set
+    )
     in_flight = min(args.chunk_size * args.chunks_in_flight, args.upstream_max_concurrency)
     concurrency = args.concurrency or in_flight
-    result: dict[str, Any] = {"machine_before": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    result: dict[str, Any] = {
+        "machine_before": machine(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     print(f"machine: {result['machine_before']['uptime']}", flush=True)
 
     with FakeUpstream() as fake:
@@ -763,7 +883,10 @@ def main(argv: list[str] | None = None) -> None:
             }
             direct = []
             if not args.skip_direct:
-                print(f"(1) direct: {args.requests} requests, concurrency {concurrency} ...", flush=True)
+                print(
+                    f"(1) direct: {args.requests} requests, concurrency {concurrency} ...",
+                    flush=True,
+                )
                 direct.append(run_direct(fake, args.requests, concurrency))
                 print(f"    {direct[-1]['requests_per_s']} req/s", flush=True)
             print(f"(2) batchlog: {args.requests} requests, {env} ...", flush=True)
@@ -771,6 +894,7 @@ def main(argv: list[str] | None = None) -> None:
                 fake, args.requests, env, extra_batches=args.extra_batches,
                 extra_lines=args.extra_lines, extra_every_s=args.extra_every_s,
                 profile_dir=args.profile, profile_rate=args.profile_rate, timeout_s=args.timeout_s,
+                profile_gil=args.profile_gil,
             )  # fmt: skip
             print(f"    end to end {svc['end_to_end_requests_per_s']} req/s, "
                   f"in_progress {svc['in_progress_requests_per_s']} req/s", flush=True)  # fmt: skip

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+import duckdb
+
 from .errors import CorruptLog
 from .query import PARQUET_DIR, _sql_str, connect, parquet_path
 from .segments import fsync_dir, list_segments
@@ -37,38 +39,42 @@ def compact(path: str | Path) -> list[Path]:
         for leftover in pq_dir.glob("*" + TMP_SUFFIX):
             log.info("removing leftover compaction file %s", leftover)
             leftover.unlink(missing_ok=True)
-        written = []
+        written: list[Path] = []
         sealed = list_segments(root / "segments")[:-1]
-        for first, seg_path in sealed:
-            final = parquet_path(root, seg_path)
-            if final.exists():
-                continue
-            _compact_one(seg_path, first, final)
-            written.append(final)
-        if written:
-            fsync_dir(pq_dir)
+        todo = [(f, p) for f, p in sealed if not parquet_path(root, p).exists()]
+        if not todo:
+            return written
+        con = connect()
+        try:
+            for first, seg_path in todo:
+                final = parquet_path(root, seg_path)
+                _compact_one(con, seg_path, first, final)
+                written.append(final)
+        finally:
+            con.close()
+            if written:
+                fsync_dir(pq_dir)
         return written
     finally:
         os.close(lock_fd)  # releases the lock
 
 
-def _compact_one(seg_path: Path, first: int, final: Path) -> None:
+def _compact_one(con: duckdb.DuckDBPyConnection, seg_path: Path, first: int, final: Path) -> None:
     got = read_segment_frames(seg_path, first)
     if got.problem is not None:
         raise CorruptLog(str(seg_path), got.stop, f"{got.problem} in a sealed segment")
     tmp = final.with_name(final.name + TMP_SUFFIX)
-    con = connect()
+    con.register("_frames", got.table)
     try:
-        con.register("_frames", got.table)
         con.execute(
             f"COPY (SELECT {EVENT_COLUMNS} FROM ({EXPAND_SQL.format(frames='_frames')}) "
             f"ORDER BY position) TO {_sql_str(str(tmp))} (FORMAT parquet)"
-        )
-        row = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(str(tmp))})").fetchone()
-        if row is None or row[0] != got.events:
-            raise RuntimeError(f"compaction of {seg_path} wrote {row} rows, want {got.events}")
+        ).fetchall()
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(str(tmp))})").fetchall()
+        if rows[0][0] != got.events:
+            raise RuntimeError(f"compaction of {seg_path} wrote {rows} rows, want {got.events}")
     finally:
-        con.close()
+        con.unregister("_frames")
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -64,7 +64,7 @@ class EventQuery:
     def __init__(self, path: str | Path) -> None:
         self._root = Path(path)
         self._con = connect()
-        self._con.execute(_LIVE_DDL)
+        self._run(_LIVE_DDL)
         self._parsed: dict[int, int] = {}  # segment first position -> offset parsed so far
         self.refresh()
 
@@ -85,7 +85,7 @@ class EventQuery:
             if seg_path.stem + PARQUET_SUFFIX in have:
                 parquet_files.append(str(parquet_path(self._root, seg_path)))
                 if first in self._parsed:  # compacted since we parsed it: drop our copy
-                    self._con.execute("DELETE FROM _live WHERE seg = ?", [first])
+                    self._run("DELETE FROM _live WHERE seg = ?", [first])
                     del self._parsed[first]
                 continue
             start = self._parsed.get(first, 0)
@@ -101,7 +101,7 @@ class EventQuery:
     def _insert(self, frames: pa.Table) -> None:
         self._con.register("_frames", frames)
         try:
-            self._con.execute("INSERT INTO _live " + EXPAND_SQL.format(frames="_frames"))
+            self._run("INSERT INTO _live " + EXPAND_SQL.format(frames="_frames"))
         finally:
             self._con.unregister("_frames")
 
@@ -116,7 +116,11 @@ class EventQuery:
             body = f"{compacted} UNION ALL {live}"
         else:
             body = live
-        self._con.execute(f"CREATE OR REPLACE VIEW events AS {body}")
+        self._run(f"CREATE OR REPLACE VIEW events AS {body}")
+
+    def _run(self, statement: str, params: Any = None) -> None:
+        # DuckDB 2.x: a result left unfetched blocks the connection, so always drain it
+        self._con.execute(statement, params).fetchall()
 
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Run ``query`` (with optional ``params``) and fetch every row."""

@@ -16,11 +16,14 @@ import logging
 import os
 import threading
 import time
+import zlib
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from . import frames as fr
 from .errors import (
@@ -266,51 +269,97 @@ class EventStore:
         while self._tail < end:
             pos = self._tail
             buf = pread_exact(seg.rfd, min(READ_CHUNK, end - pos), pos)
+            if not buf:
+                return fr.INCOMPLETE
             if len(buf) >= fr.HEADER_SIZE and buf[:4] == fr.MAGIC:
                 need = fr.HEADER.unpack_from(buf, 0)[1]
                 if len(buf) < need <= end - pos:  # one frame larger than a chunk
                     buf = pread_exact(seg.rfd, need, pos)
-            stop = fr.ScanStop(pos)
-            for f in fr.iter_frames(buf, 0, len(buf), pos, stop):
-                self._index_frame(seg_i, f)
-            if stop.problem is None and stop.offset > pos:
+            problem = self._index_buffer(seg_i, buf, pos)
+            if problem is None:
                 continue
-            if stop.problem == fr.INCOMPLETE and stop.offset > pos and pos + len(buf) < end:
+            if problem == fr.INCOMPLETE and self._tail > pos and pos + len(buf) < end:
                 continue  # the chunk ended inside a frame
-            return stop.problem or fr.INCOMPLETE
+            return problem
         return None
 
-    def _index_frame(self, seg_i: int, f: fr.FrameInfo) -> None:
+    def _index_buffer(self, seg_i: int, buf: bytes, base: int) -> str | None:
+        """Index the good frames at the start of ``buf`` (read at offset ``base``).
+
+        Returns None if it indexed all of ``buf``, else why it stopped. Raises CorruptLog for
+        a CRC-valid frame out of order. (fr.parse_frame, inlined: this loop runs at open.)
+        """
         seg = self._segments[seg_i]
-        if f.first_position != self._next_position:
-            raise CorruptLog(
-                str(seg.path),
-                f.offset,
-                f"frame has position {f.first_position}, expected {self._next_position}",
-            )
-        st = self._streams.get(f.stream_id)
-        if st is None:
-            try:
-                check_stream_id(f.stream_id)
-            except InvalidStreamId as e:
-                raise CorruptLog(str(seg.path), f.offset, str(e)) from e
-            st = self._streams[f.stream_id] = _Stream()
-        if f.first_version != st.version + 1:
-            raise CorruptLog(
-                str(seg.path),
-                f.offset,
-                f"frame of stream {f.stream_id!r} starts at version {f.first_version}, "
-                f"expected {st.version + 1}",
-            )
-        st.fv.append(f.first_version)
-        st.fi.append(len(self._f_pos))
-        st.version = f.first_version + f.n_events - 1
-        self._f_pos.append(f.first_position)
-        self._f_seg.append(seg_i)
-        self._f_off.append(f.offset)
-        self._f_len.append(f.length)
-        self._next_position = f.first_position + f.n_events
-        self._tail = f.offset + f.length
+        mv = memoryview(buf)
+        n = len(buf)
+        pos = 0
+        unpack, crc32 = fr.HEADER.unpack_from, zlib.crc32
+        hs, magic_ok, max_frame = fr.HEADER_SIZE, fr.MAGIC, fr.MAX_FRAME
+        streams = self._streams
+        f_pos, f_seg, f_off, f_len = self._f_pos, self._f_seg, self._f_off, self._f_len
+        next_position = self._next_position
+        problem: str | None = None
+        try:
+            while True:
+                if n - pos < hs:
+                    if pos < n:
+                        got = fr.parse_frame(buf, pos, n)
+                        problem = got if isinstance(got, str) else fr.BAD_HEADER
+                    break
+                magic, length, crc, fp, fv, _ra, count, sid_len, flags = unpack(buf, pos)
+                end = pos + length
+                if (
+                    magic != magic_ok
+                    or not hs + sid_len + 2 <= length <= max_frame
+                    or end > n
+                    or crc32(mv[pos + 12 : end]) != crc
+                    or not count
+                    or flags
+                    or not sid_len
+                    or not fp
+                    or not fv
+                ):
+                    got = fr.parse_frame(buf, pos, n)
+                    problem = got if isinstance(got, str) else fr.BAD_HEADER
+                    break
+                try:
+                    sid = buf[pos + hs : pos + hs + sid_len].decode("ascii")
+                except UnicodeDecodeError:
+                    problem = fr.BAD_HEADER
+                    break
+                if fp != next_position:
+                    raise CorruptLog(
+                        str(seg.path),
+                        base + pos,
+                        f"frame has position {fp}, expected {next_position}",
+                    )
+                st = streams.get(sid)
+                if st is None:
+                    try:
+                        check_stream_id(sid)
+                    except InvalidStreamId as e:
+                        raise CorruptLog(str(seg.path), base + pos, str(e)) from e
+                    st = streams[sid] = _Stream()
+                if fv != st.version + 1:
+                    raise CorruptLog(
+                        str(seg.path),
+                        base + pos,
+                        f"frame of stream {sid!r} starts at version {fv}, "
+                        f"expected {st.version + 1}",
+                    )
+                st.fv.append(fv)
+                st.fi.append(len(f_pos))
+                st.version = fv + count - 1
+                f_pos.append(fp)
+                f_seg.append(seg_i)
+                f_off.append(base + pos)
+                f_len.append(length)
+                next_position = fp + count
+                pos = end
+        finally:
+            self._next_position = next_position
+            self._tail = base + pos
+        return problem
 
     def _repair_tail(self, seg: _Segment, problem: str) -> None:
         """Under the commit lock: truncate a torn tail, or raise CorruptLog if it is not one."""
@@ -627,11 +676,10 @@ class EventStore:
         out: list[RecordedEvent] = []
         i, n = 0, len(f_off)
         while i < n:
-            # a chunk: consecutive frames of one segment, up to READ_CHUNK bytes (one at least)
+            # a chunk: consecutive frames of one segment, about READ_CHUNK bytes (one at least)
             s, start = f_seg[i], f_off[i]
-            e = i + 1
-            while e < n and f_seg[e] == s and f_off[e] + f_len[e] - start <= READ_CHUNK:
-                e += 1
+            seg_end = bisect_right(f_seg, s, i)
+            e = max(i + 1, bisect_left(f_off, start + READ_CHUNK, i, seg_end))
             self._decode_chunk(segs[s], start, f_off[i:e], f_len[i:e], after, last, out)
             i = e
         return out
@@ -647,14 +695,22 @@ class EventStore:
         out: list[RecordedEvent],
     ) -> None:
         buf = pread_exact(seg.rfd, offs[-1] + lens[-1] - start, start)
-        make = make_recorded
-        read_frame = fr.read_frame
+        # The replay hot loop: fr.read_frame inlined (a call per frame costs ~10% here).
+        mv = memoryview(buf)
+        unpack, crc32, loads, make = fr.HEADER.unpack_from, zlib.crc32, orjson.loads, make_recorded
         append = out.append
+        magic_ok, hs, cs = fr.MAGIC, fr.HEADER_SIZE, fr.CRC_START
         for off, length in zip(offs, lens, strict=True):
-            got = read_frame(buf, off - start, length)
-            if isinstance(got, str):
-                raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
-            sid, v, p, ra, rows = got
+            pos = off - start
+            end = pos + length
+            if end > len(buf):
+                raise CorruptLog(str(seg.path), off, "frame read before is cut short")
+            magic, flen, crc, p, v, ra, _n, sid_len, _fl = unpack(buf, pos)
+            if magic != magic_ok or flen != length or crc32(mv[pos + cs : end]) != crc:
+                raise CorruptLog(str(seg.path), off, "frame read before no longer checks out")
+            s = pos + hs
+            sid = buf[s : s + sid_len].decode("ascii")
+            rows = loads(mv[s + sid_len : end])
             if after < p and p + len(rows) - 1 <= last:
                 for eid, typ, data, meta in rows:
                     append(make(sid, v, typ, data, ra, p, eid, meta))

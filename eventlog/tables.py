@@ -6,6 +6,7 @@ Shared by the query layer and compaction. Imports no DuckDB itself.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ FRAME_SCHEMA = pa.schema(
         ("first_version", pa.int64()),
         ("first_position", pa.int64()),
         ("recorded_at", pa.float64()),
-        ("payload", pa.string()),
+        ("payload", pa.binary()),  # UTF-8 JSON, decoded by DuckDB
     ]
 )
 
@@ -31,7 +32,7 @@ EVENT_COLUMNS = "stream_id, version, type, recorded_at, data, position, event_id
 EXPAND_SQL = """
 WITH f AS (
     SELECT seg, stream_id, first_version, first_position, recorded_at,
-           json_extract(payload::JSON, '$[*]') AS evs
+           json_extract(decode(payload)::JSON, '$[*]') AS evs
     FROM {frames}
 ), u AS (
     SELECT seg, stream_id, first_version, first_position, recorded_at,
@@ -70,46 +71,65 @@ def read_segment_frames(path: Path, seg: int, start: int = 0) -> SegmentFrames:
     fvs: list[int] = []
     fps: list[int] = []
     ras: list[float] = []
-    payloads: list[str] = []
+    payloads: list[bytes] = []
     events = 0
+    problem: str | None = None
+    unpack, crc32 = fr.HEADER.unpack_from, zlib.crc32
+    hs, magic_ok, crc_start = fr.HEADER_SIZE, fr.MAGIC, fr.CRC_START
     fd = os.open(path, os.O_RDONLY)
     try:
-        end = os.fstat(fd).st_size
-        pos = start
-        problem: str | None = None
-        while pos < end:
-            buf = pread_exact(fd, min(READ_CHUNK, end - pos), pos)
-            if len(buf) >= fr.HEADER_SIZE and buf[:4] == fr.MAGIC:
-                need = fr.HEADER.unpack_from(buf, 0)[1]
-                if len(buf) < need <= end - pos:
-                    buf = pread_exact(fd, need, pos)
-            stop = fr.ScanStop(pos)
-            for f in fr.iter_frames(buf, 0, len(buf), pos, stop):
-                sids.append(f.stream_id)
-                fvs.append(f.first_version)
-                fps.append(f.first_position)
-                ras.append(f.recorded_at)
-                payloads.append(f.payload.decode("utf-8"))
-                events += f.n_events
-            progressed = stop.offset > pos
-            pos = stop.offset
-            if stop.problem is None and progressed:
+        file_end = os.fstat(fd).st_size
+        base = start
+        while base < file_end:
+            buf = pread_exact(fd, min(READ_CHUNK, file_end - base), base)
+            if len(buf) >= hs and buf[:4] == magic_ok:
+                need = unpack(buf, 0)[1]
+                if len(buf) < need <= file_end - base:  # one frame larger than a chunk
+                    buf = pread_exact(fd, need, base)
+            mv = memoryview(buf)
+            n = len(buf)
+            pos = 0
+            while n - pos >= hs:  # fr.parse_frame, inlined
+                magic, length, crc, fp, fv, ra, count, sid_len, flags = unpack(buf, pos)
+                end = pos + length
+                if (
+                    magic != magic_ok
+                    or not hs + sid_len + 2 <= length <= fr.MAX_FRAME
+                    or end > n
+                    or crc32(mv[pos + crc_start : end]) != crc
+                    or not count
+                    or flags
+                ):
+                    break
+                s = pos + hs
+                sids.append(buf[s : s + sid_len].decode("ascii", "replace"))
+                fvs.append(fv)
+                fps.append(fp)
+                ras.append(ra)
+                payloads.append(buf[s + sid_len : end])
+                events += count
+                pos = end
+            if pos == n:
+                base += n
                 continue
-            if stop.problem == fr.INCOMPLETE and progressed and pos < end:
-                continue  # the chunk ended inside a frame
-            problem = stop.problem or fr.INCOMPLETE
+            if pos > 0 and base + n < file_end:
+                base += pos  # the chunk ended inside a frame
+                continue
+            got = fr.parse_frame(buf, pos, n)
+            problem = got if isinstance(got, str) else fr.BAD_HEADER
+            base += pos
             break
     finally:
         os.close(fd)
     table = pa.table(
         [
-            pa.array([seg] * len(sids), pa.int64()),
+            pa.repeat(pa.scalar(seg, pa.int64()), len(sids)),
             pa.array(sids, pa.string()),
             pa.array(fvs, pa.int64()),
             pa.array(fps, pa.int64()),
             pa.array(ras, pa.float64()),
-            pa.array(payloads, pa.string()),
+            pa.array(payloads, pa.binary()),
         ],
         schema=FRAME_SCHEMA,
     )
-    return SegmentFrames(table, pos, problem, events)
+    return SegmentFrames(table, base, problem, events)

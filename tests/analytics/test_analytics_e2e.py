@@ -242,7 +242,8 @@ def test_the_expired_batch(history: History) -> None:
     assert_row_is_the_batch(row, batch)
     assert row["status"] == "expired" and row["tenant"] == "default"
     assert row["unfinished"] == 20 - outcomes > 0
-    assert row["in_progress_s"] >= 3  # the 4 s window, less validation
+    assert row["duration_s"] >= 3  # the 4 s window (created_at is whole seconds)
+    assert row["validating_s"] + row["in_progress_s"] == pytest.approx(row["duration_s"])
     assert stats["errors_by_code"]["batch_expired"] == row["unfinished"]
     assert stats["batches_by_status"] == {"expired": 1}
 

@@ -22,6 +22,10 @@ FAST_RETRIES = {
 }
 
 
+LIMIT_BYTES = 256 * 1024
+LIMIT_REQUESTS = 400
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
@@ -31,7 +35,13 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def service(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data = tmp_path_factory.mktemp("svc") / "data"
-    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    env = {
+        "BATCHLOG_UPSTREAM": upstream.url,
+        # Small limits so that oversize inputs are cheap to make.
+        "BATCHLOG_MAX_FILE_BYTES": str(LIMIT_BYTES),
+        "BATCHLOG_MAX_REQUESTS_PER_BATCH": str(LIMIT_REQUESTS),
+        **FAST_RETRIES,
+    }
     with Service(data, env) as svc:
         yield svc
 

@@ -20,7 +20,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def one_slot(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env = {"BATCHLOG_UPSTREAM": upstream.url, "BATCHLOG_MAX_ACTIVE_BATCHES": "1", **FAST_RETRIES}
+    env = {
+        "BATCHLOG_UPSTREAM": upstream.url,
+        "BATCHLOG_MAX_ACTIVE_BATCHES": "1",
+        "BATCHLOG_MAX_INFLIGHT_REQUESTS": "8",
+        **FAST_RETRIES,
+    }
     with Service(tmp_path_factory.mktemp("slot") / "data", env) as svc:
         yield svc
 
@@ -77,3 +82,22 @@ def test_kill_coordinator_under_create_load(one_slot: Service) -> None:
         assert events["data"][0]["type"] == "BatchCreated"
     for batch_id in first_ids.values():
         wait_for(client, batch_id, {"completed"}, timeout=240)
+
+
+def test_a_flood_gets_503_not_a_crash(one_slot: Service) -> None:
+    payload = chat_lines(2000, prefix="flood")  # a few hundred KB: uploads overlap
+
+    def post(_: int) -> int:
+        files = {"file": ("f.jsonl", payload)}
+        response = httpx.post(
+            f"{one_slot.url}/files", files=files, data={"purpose": "batch"}, timeout=120
+        )
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "overloaded"
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        codes = list(pool.map(post, range(96)))
+    assert set(codes) <= {200, 503}, codes
+    assert 503 in codes and 200 in codes
+    assert httpx.get(f"http://127.0.0.1:{one_slot.port}/health").status_code == 200
