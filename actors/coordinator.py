@@ -34,10 +34,12 @@ from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch
 from batches.settings import Settings
 from batches.wirefmt import batch_to_wire, file_to_wire
 from eventlog import EventStore, NewEvent
+from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
+COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
 T = TypeVar("T")
 
 
@@ -114,12 +116,17 @@ class Coordinator:
         return {"batches": len(self.model.batches), "active": len(self.model.active_batches())}
 
     async def _supervise(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(1.0)
+            rounds += 1
             try:
                 self._catch_up()
                 self._expire_queued()
                 self._admit()
+                if rounds % COMPACT_EVERY_ROUNDS == 0:
+                    # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
+                    await asyncio.to_thread(compact, self.settings.log_dir)
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
 
