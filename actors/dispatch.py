@@ -6,6 +6,7 @@ back the same outcomes (docs/architecture.md, "Executors").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -84,6 +85,13 @@ class Dispatcher:
         self._owners = owners
         return owners
 
+    def _local_replicas(self, model: str) -> int:
+        from actors.local_models import CHAT_MODEL_ID
+
+        if model == CHAT_MODEL_ID:
+            return self.settings.chat_replicas
+        return self.settings.embed_replicas
+
     def use_routes(self, owners: dict[str, str]) -> None:
         """Route by a model list fetched elsewhere (the coordinator's cached one)."""
         self._owners = dict(owners)
@@ -94,10 +102,14 @@ class Dispatcher:
         if not self._owners:
             await self.models()
         if self._owners.get(model) == LOCAL:
-            outcomes: list[dict[str, Any]] = await self._local_pool().run_chunk(
-                endpoint, model, items, batch_id
+            # A replica runs its chunk one request at a time: split the chunk so every
+            # replica of the model works on it at once.
+            pool = self._local_pool()
+            pieces = split(items, self._local_replicas(model))
+            results = await asyncio.gather(
+                *(pool.run_chunk(endpoint, model, piece, batch_id) for piece in pieces)
             )
-            return outcomes
+            return [outcome for result in results for outcome in result]
         upstream = self._upstream_actor()
         if upstream is None:
             raise RuntimeError(f"no executor serves model {model!r}")
@@ -105,3 +117,17 @@ class Dispatcher:
             endpoint, model, items, batch_id
         )
         return result
+
+
+def split(items: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+    """At most `parts` contiguous, non-empty pieces of nearly equal size."""
+    if not items:
+        return []
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    pieces, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(items[start:end])
+        start = end
+    return pieces
