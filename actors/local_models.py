@@ -280,7 +280,8 @@ def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None) -> 
         "top_p": _opt_number(body, "top_p", 1.0, 0.0, 1.0),
         "presence_penalty": _opt_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         "frequency_penalty": _opt_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
-        "seed": None if seed is None else seed & 0xFFFFFFFF,
+        # llama.cpp takes a uint32 seed, 0xFFFFFFFF meaning "random": fold into the rest
+        "seed": None if seed is None else seed % 0xFFFFFFFF,
         "stop": _stop(body),
     }
 
@@ -449,6 +450,9 @@ class ChatEngine:
         prompts = completion_prompts(body)
         params = sampling_params(body, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS)
         echo = body.get("echo") is True
+        n_vocab = self.llm.n_vocab()
+        if any(isinstance(p, list) and max(p) >= n_vocab for p in prompts):
+            raise RequestError(f"token ids in 'prompt' must be below {n_vocab}", param="prompt")
         choices: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         for i, prompt in enumerate(prompts):
@@ -644,20 +648,17 @@ class LocalModelServer:
     def _run_one(handler: Any, item: Any) -> Outcome:
         started = time.time()
         try:
-            body = handler(_json_body(item))
-            status, error_b = 200, None
+            body, status = handler(_json_body(item)), 200
         except RequestError as e:
-            body, status, error_b = e.body(), e.status_code, None
+            body, status = e.body(), e.status_code
         except Exception as e:  # the engine broke on this request: a 500, the rest go on
-            body = error_body(
-                f"{type(e).__name__}: {e}", type="server_error", code="internal_error"
-            )
-            status, error_b = 500, None
+            msg = f"{type(e).__name__}: {e}"
+            body, status = error_body(msg, type="server_error", code="internal_error"), 500
         return make_outcome(
             item if isinstance(item, Mapping) else {},
             status_code=status,
             body=body,
-            error=error_b,
+            error=None,
             started_at=started,
             finished_at=time.time(),
         )

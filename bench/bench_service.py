@@ -65,8 +65,9 @@ OUT_DIR = ROOT / "bench" / "out"
 ENDPOINT = "/v1/chat/completions"
 MODEL = "fake-chat"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
-# The service's defaults (batches/settings.py); --chunk-size etc. override them.
-DEFAULTS = {"chunk_size": 16, "chunks_in_flight": 4, "upstream_max_concurrency": 64}
+# The best of a sweep on 2 cores (docs/benchmarks.md, "Service"); the service's own
+# defaults (batches/settings.py) are chunk_size 16, chunks_in_flight 4, max concurrency 64.
+DEFAULTS = {"chunk_size": 64, "chunks_in_flight": 4, "upstream_max_concurrency": 64}
 
 
 # --- inputs ---------------------------------------------------------------------------

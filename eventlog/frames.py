@@ -192,9 +192,3 @@ def read_frame(
         return BAD_CRC
     s = pos + HEADER_SIZE
     return buf[s : s + sid_len].decode("ascii"), fv, fp, ra, _loads(mv[s + sid_len : end])
-
-
-def decode_payload(payload: bytes) -> list[list[Any]]:
-    """The [[event_id, type, data, metadata], ...] rows of a frame payload."""
-    rows: list[list[Any]] = orjson.loads(payload)
-    return rows

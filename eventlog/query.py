@@ -64,6 +64,9 @@ class EventQuery:
     def __init__(self, path: str | Path) -> None:
         self._root = Path(path)
         self._con = connect()
+        # Our own statements go through a cursor (a second connection to the same in-memory
+        # database), so a result the user left half-fetched on .connection never blocks them.
+        self._work = self._con.cursor()
         self._run(_LIVE_DDL)
         self._parsed: dict[int, int] = {}  # segment first position -> offset parsed so far
         self.refresh()
@@ -99,11 +102,11 @@ class EventQuery:
         self._define_view(parquet_files)
 
     def _insert(self, frames: pa.Table) -> None:
-        self._con.register("_frames", frames)
+        self._work.register("_frames", frames)
         try:
             self._run("INSERT INTO _live " + EXPAND_SQL.format(frames="_frames"))
         finally:
-            self._con.unregister("_frames")
+            self._work.unregister("_frames")
 
     def _define_view(self, parquet_files: list[str]) -> None:
         live = f"SELECT {EVENT_COLUMNS} FROM _live"
@@ -120,7 +123,7 @@ class EventQuery:
 
     def _run(self, statement: str, params: Any = None) -> None:
         # DuckDB 2.x: a result left unfetched blocks the connection, so always drain it
-        self._con.execute(statement, params).fetchall()
+        self._work.execute(statement, params).fetchall()
 
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Run ``query`` (with optional ``params``) and fetch every row."""
@@ -131,6 +134,7 @@ class EventQuery:
         return self._con.sql(query, params=params).to_arrow_table()
 
     def close(self) -> None:
+        self._work.close()
         self._con.close()
 
     def __enter__(self) -> EventQuery:

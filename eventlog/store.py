@@ -240,9 +240,17 @@ class EventStore:
             limit = size if self._inflight is None else min(size, self._inflight)
             problem = self._scan_segment(seg_i, limit) if limit > self._tail else None
             if problem is not None:
-                if not writer:
+                if writer:
+                    self._repair_tail(seg, problem)
+                elif self._inflight is None and self._sealed(seg):
+                    # sealed while we looked? then it is complete now, or it is corrupt
+                    problem = self._scan_segment(seg_i, os.fstat(seg.rfd).st_size)
+                    if problem is not None:
+                        raise CorruptLog(
+                            str(seg.path), self._tail, f"{problem} in a sealed segment"
+                        )
+                else:
                     return  # maybe a write in progress; the next writer repairs a torn tail
-                self._repair_tail(seg, problem)
             if self._inflight is not None:
                 return
             if self._next_position == seg.first_position:
@@ -361,11 +369,14 @@ class EventStore:
             self._tail = base + pos
         return problem
 
+    def _sealed(self, seg: _Segment) -> bool:
+        """Does a later segment exist? (Then ``seg`` is complete and never changes again.)"""
+        return any(first > seg.first_position for first, _ in list_segments(self._seg_dir))
+
     def _repair_tail(self, seg: _Segment, problem: str) -> None:
         """Under the commit lock: truncate a torn tail, or raise CorruptLog if it is not one."""
         off = self._tail
-        later = [p for first, p in list_segments(self._seg_dir) if first > seg.first_position]
-        if later:
+        if self._sealed(seg):
             raise CorruptLog(str(seg.path), off, f"{problem} in a sealed segment")
         size = os.fstat(seg.rfd).st_size
         rest = pread_exact(seg.rfd, size - off, off)

@@ -204,7 +204,14 @@ def test_compaction_killed_midway_leaves_each_event_once(log_dir):
         child = subprocess.Popen(
             [sys.executable, CHILD, "compact", str(log_dir)], stdout=subprocess.PIPE, text=True
         )
-        time.sleep(rng.uniform(0.2, 0.9))
+        # wait until it is writing Parquet files (a .tmp or a first file), then kill it soon
+        deadline = time.monotonic() + 30
+        pq = log_dir / "parquet"
+        while child.poll() is None and time.monotonic() < deadline:
+            if pq.exists() and any(pq.glob("*.parquet*")):
+                break
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.05))
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
         child.communicate()
@@ -246,3 +253,20 @@ def test_eventlog_modules_import_no_duckdb_ray_or_fastapi():
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_refresh_with_a_half_fetched_result_on_the_connection(open_store, log_dir):
+    s = open_store(segment_bytes=300)
+    fill(s, 10)
+    q = EventQuery(log_dir)
+    q.connection.execute(
+        "CREATE VIEW per_type AS SELECT type, count(*) AS n FROM events GROUP BY 1"
+    )
+    q.connection.execute("SELECT position FROM events ORDER BY position").fetchone()  # left open
+    fill(s, 5)
+    q.refresh()
+    count_exactly_once(q, s.head())
+    assert sum(n for _, n in q.sql("SELECT * FROM per_type")) == s.head()  # views on top stay
+    compact(log_dir)
+    q.refresh()
+    assert sum(n for _, n in q.sql("SELECT * FROM per_type")) == s.head()

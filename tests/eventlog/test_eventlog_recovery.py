@@ -253,3 +253,22 @@ def test_fsync_eio_on_a_new_segment_removes_it(open_store, log_dir, monkeypatch)
     s2 = open_store(log_dir, segment_bytes=100)
     assert s2.append("a", [ev(2)], 1) == 2
     assert s2.head() == 2
+
+
+def test_reader_meets_a_bad_frame_in_a_segment_sealed_since(open_store, log_dir):
+    writer = open_store(segment_bytes=400)
+    reader = open_store(log_dir, segment_bytes=400)
+    writer.append("a", [ev(1)], 0)
+    assert reader.head() == 1
+    writer.append("a", [ev(2)], 1)  # a frame the reader has not read yet
+    p = log_dir / "segments" / SEG1
+    data = bytearray(p.read_bytes())
+    data[-10] ^= 0x04
+    p.write_bytes(bytes(data))
+    assert reader.head() == 1  # a bad tail in the active segment: maybe a write in progress
+    for i in range(3, 8):  # the writer does not reread its own frames; the segment fills up
+        writer.append("a", [ev(i)], i - 1)
+    assert len(list((log_dir / "segments").iterdir())) > 1
+    with pytest.raises(CorruptLog) as ei:
+        reader.read_all()
+    assert ei.value.file == str(p)
