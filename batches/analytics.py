@@ -355,8 +355,9 @@ class Analytics:
     def refresh(self) -> int:
         """Look at the log again and fold new events into the views; returns how many."""
         self._query.refresh()
-        row = self._con.execute("SELECT max(position) FROM events").fetchone()
-        head = int(row[0]) if row is not None and row[0] is not None else 0
+        # fetchall, not fetchone: a result left unfinished blocks con.sql() (DuckDB 2)
+        ((top,),) = self._con.execute("SELECT max(position) FROM events").fetchall()
+        head = int(top) if top is not None else 0
         if head <= self._seen:
             return 0
         params = {"lo": self._seen, "hi": head}
@@ -375,12 +376,24 @@ class Analytics:
 
     # -- queries ---------------------------------------------------------------------
 
+    def _refresh_for(self, query: str) -> None:
+        """Refresh before ``query``; a query of the raw ``events`` view alone does not need
+        the typed tables brought up to date (the first such query skips building them)."""
+        try:
+            names = {n.lower() for n in self._con.get_table_names(query)}
+        except duckdb.Error:
+            names = {"?"}
+        if names <= {"events", "_live"}:  # the view resolves to its table
+            self._query.refresh()
+        else:
+            self.refresh()
+
     def query(
         self, query: str, params: Any = None, *, refresh: bool = True
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of ``query``."""
         if refresh:
-            self.refresh()
+            self._refresh_for(query)
         cursor = self._con.execute(query, params)
         columns = [d[0] for d in cursor.description or []]
         return columns, cursor.fetchall()
@@ -399,8 +412,8 @@ class Analytics:
     def arrow(self, query: str, params: Any = None, *, refresh: bool = True) -> pa.Table:
         """``query`` as a pyarrow Table."""
         if refresh:
-            self.refresh()
-        return self._con.execute(query, params).to_arrow_table()
+            self._refresh_for(query)
+        return self._con.sql(query, params=params).to_arrow_table()
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         """The ``batches`` row of one batch, or None."""
@@ -443,39 +456,39 @@ class Analytics:
             return self._con.execute(query).fetchall()
 
         events = rows("SELECT count(*) FROM events")[0][0]
-        by_status = dict(rows("SELECT status, count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"))
-        total, ok, retries, first, last = rows(
-            "SELECT count(*), count(*) FILTER (WHERE ok), coalesce(sum(retries), 0), "
-            "epoch(min(started_at)), epoch(max(finished_at)) FROM requests"
-        )[0]
+        by_status = dict(
+            rows(
+                "SELECT status, count(*) FROM (SELECT arg_max(status, version) "
+                "FILTER (WHERE status IS NOT NULL) AS status FROM _lifecycle GROUP BY batch_id) "
+                "GROUP BY 1 ORDER BY 2 DESC, 1"
+            )
+        )
+        # One pass over the outcomes: the whole history (model NULL) and each model.
+        groups = rows(
+            "SELECT CASE WHEN grouping(m) = 0 THEN m END, count(*), "
+            "count(*) FILTER (WHERE ok), coalesce(sum(greatest(attempts - 1, 0)), 0), "
+            "epoch(min(started_at)), epoch(max(finished_at)), "
+            "quantile_cont(latency_ms, [0.5, 0.9, 0.99]), avg(latency_ms), "
+            "coalesce(sum(input_tokens), 0)::BIGINT, coalesce(sum(output_tokens), 0)::BIGINT, "
+            "coalesce(sum(total_tokens), 0)::BIGINT "
+            "FROM (SELECT *, coalesce(model, '?') AS m FROM _requests) "
+            "GROUP BY GROUPING SETS ((), (m)) ORDER BY grouping(m) DESC, 1"
+        )
+        _, total, ok, retries, first, last, *_ = groups[0]
         span = float(last - first) if total and last is not None and first is not None else 0.0
-        latency = _percentiles(
-            rows(
-                "SELECT NULL, count(*), quantile_cont(latency_ms, [0.5, 0.9, 0.99]), "
-                "avg(latency_ms) FROM requests"
-            )
-        )
-        by_model = _percentiles(
-            rows(
-                "SELECT coalesce(model, '?'), count(*), "
-                "quantile_cont(latency_ms, [0.5, 0.9, 0.99]), avg(latency_ms) "
-                "FROM requests GROUP BY 1 ORDER BY 1"
-            )
-        )
+        latency = _percentiles([(g[0], g[1], g[6], g[7]) for g in groups])
         errors: dict[str, int] = {}
         for code, n in rows(
-            "SELECT error_code, count(*) FROM requests WHERE NOT ok GROUP BY 1 "
-            "UNION ALL SELECT 'batch_' || status, sum(unfinished) FROM batches "
-            "WHERE status IN ('cancelled', 'expired') AND unfinished > 0 GROUP BY 1"
+            "SELECT error_code, count(*) FROM _requests WHERE NOT ok GROUP BY 1 "
+            "UNION ALL SELECT CASE type WHEN "
+            f"'{ev.BATCH_CANCELLED}' THEN 'batch_cancelled' ELSE 'batch_expired' END, "
+            f"sum(unfinished) FROM _lifecycle WHERE type IN ('{ev.BATCH_CANCELLED}', "
+            f"'{ev.BATCH_EXPIRED}') AND unfinished > 0 GROUP BY 1"
         ):
             errors[code] = errors.get(code, 0) + int(n)
         tokens = {
-            model: {"requests": n, "input": i, "output": o, "total": t}
-            for model, n, i, o, t in rows(
-                "SELECT coalesce(model, '?'), count(*), sum(input_tokens)::BIGINT, "
-                "sum(output_tokens)::BIGINT, sum(total_tokens)::BIGINT "
-                "FROM requests GROUP BY 1 ORDER BY 1"
-            )
+            g[0]: {"requests": g[1], "input": g[8], "output": g[9], "total": g[10]}
+            for g in groups[1:]
         }
         return {
             "position": self._seen,
@@ -490,8 +503,8 @@ class Analytics:
                 "span_s": span,
                 "per_s": total / span if span > 0 else None,
             },
-            "latency_ms": latency.get(None, _NO_LATENCY),
-            "latency_ms_by_model": {str(k): v for k, v in by_model.items()},
+            "latency_ms": latency.pop(None, dict(_NO_LATENCY)),
+            "latency_ms_by_model": {str(k): v for k, v in latency.items()},
             "errors_by_code": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
             "tokens_by_model": tokens,
         }

@@ -271,13 +271,13 @@ def history_command(
     shown = rows
     if limit and len(rows) > limit:
         half = max(limit // 2, 1)
-        gap = ["…", "", f"{len(rows) - 2 * half} more events", "", "", ""]
+        gap = ["…", "", f"{len(rows) - 2 * half} more", "", "", ""]
         shown = [*rows[:half], gap, *rows[-half:]]
     console = _console()
-    title = f"{batch_id}: {len(rows)} of {len(events)} events"
-    console.print(
-        _table(title, ["version", "recorded_at", "type", "status", "done", "event"], shown)
-    )
+    if rows:
+        title = f"{batch_id}: {len(rows)} of {len(events)} events"
+        columns = ["version", "recorded_at", "type", "status", "done", "event"]
+        console.print(_table(title, columns, shown))
     if as_of_version is None and at is None:
         return
     if state is None:

@@ -267,3 +267,29 @@ def test_read_only_accepts(query: str) -> None:
 def test_read_only_refuses(query: str) -> None:
     with pytest.raises(ReadOnlyViolation):
         check_read_only(query)
+
+
+def test_a_query_of_raw_events_alone_does_not_build_the_views(
+    store: EventStore, tmp_path: Path
+) -> None:
+    history(store)
+    with Analytics(tmp_path) as a:
+        assert a.sql("SELECT count(*) FROM EVENTS") == [(store.head(),)]
+        assert a.position == 0  # nothing parsed into the typed tables yet
+        assert a.sql("SELECT count(*) FROM requests WHERE batch_id = ?", ["b-ok"]) == [(4,)]
+        assert a.position == store.head()
+        Writer(store, "b-new").create()
+        assert a.sql("SELECT count(*) FROM events") == [(store.head(),)]  # fresh anyway
+        assert a.arrow("SELECT batch_id FROM batches WHERE batch_id = 'b-new'").num_rows == 1
+
+
+def test_arrow_after_other_queries(store: EventStore, tmp_path: Path) -> None:
+    history(store)
+    with Analytics(tmp_path) as a:
+        a.sql("SELECT * FROM batches")
+        a.stats()
+        a.timeline("b-ok")
+        Writer(store, "b-new").create()
+        table = a.arrow("SELECT batch_id, status FROM batches ORDER BY 1")
+        assert table.num_rows == 6 and table.column_names == ["batch_id", "status"]
+        assert a.arrow("SELECT count(*) AS n FROM events").column("n").to_pylist() == [store.head()]
