@@ -6,11 +6,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Build lines from pip -v: cmake/ninja progress ("[ 42%]" or "[17/150]") and the result.
 PYDIRS := batches actors eventlog tests bench
+# Build lines from pip -v: cmake/ninja progress ("[ 42%]" or "[17/150]") and the result.
 PROGRESS := '^\s*\[ *[0-9]+(%|/[0-9]+)\]|^Successfully|^ERROR|[Ee]rror:'
 
-.PHONY: demo test lint unit e2e bench
+.PHONY: demo test lint unit e2e
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

@@ -618,6 +618,7 @@ class LocalModelServer:
             "threads": self.threads,
             "load_seconds": round(self.load_seconds, 3),
             "pid": os.getpid(),
+            "cpu_s": round(time.process_time(), 3),  # this process, all threads
             "chunks_served": self.chunks_served,
             "requests_served": self.requests_served,
             "last_batch_id": self.last_batch_id,

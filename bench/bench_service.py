@@ -192,7 +192,12 @@ async def _direct(url: str, n: int, concurrency: int, warmup: int) -> dict[str, 
     }
 
 
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
+    load0 = loadavg()
     fake.reset()
     assert fake._proc is not None
     me, upstream = psutil.Process(), psutil.Process(fake._proc.pid)
@@ -210,6 +215,7 @@ def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
     # what the fake alone could serve with a core to itself (its CPU per request)
     result["fake_capacity_one_core_requests_per_s"] = round(sent / fake_s, 1) if fake_s else None
     result["upstream_view"] = upstream_view(fake)
+    result["loadavg_1min_before_after"] = [load0, loadavg()]
     fake.reset()
     return result
 
@@ -240,6 +246,24 @@ def kind_of(cmdline: str) -> str:
     return "other"
 
 
+def short_title(cmdline: str) -> str:
+    """``ray::Coordinator``, ``log_monitor.py``, ``-m batches.cli serve``, ``raylet``..."""
+    parts = cmdline.split()
+    if not parts:
+        return ""
+    if cmdline.startswith("ray::"):
+        return parts[0]
+    exe = parts[0].rsplit("/", 1)[-1]
+    if not exe.startswith("python"):
+        return exe  # raylet, gcs_server
+    for i, part in enumerate(parts):
+        if part.endswith(".py"):
+            return part.rsplit("/", 1)[-1]
+        if part == "-m" and i + 1 < len(parts):
+            return " ".join(parts[i : i + 3])
+    return parts[0].rsplit("/", 1)[-1]
+
+
 def _group(kind: str) -> str:
     return "workers" if kind.startswith("worker:") else kind
 
@@ -257,6 +281,7 @@ class SessionSampler:
         self.cpu: dict[int, float] = {}  # pid -> last seen user+system seconds
         self.samples = 0
         self.peak_total = 0
+        self.peak_pss = 0  # proportional set size: shared pages counted once overall
         self.peak_total_at = 0.0
         self.peak_total_breakdown: dict[str, int] = {}
         self.peak_kind: dict[str, int] = {}
@@ -286,7 +311,7 @@ class SessionSampler:
     def sample(self) -> None:
         with self._lock:
             by_kind: dict[str, int] = {}
-            total = 0
+            total = total_pss = 0
             for pid in self.svc.pids(""):
                 if pid == os.getpid():
                     continue
@@ -296,16 +321,23 @@ class SessionSampler:
                         p = self._procs[pid] = psutil.Process(pid)
                     with p.oneshot():
                         rss = p.memory_info().rss
+                        try:
+                            pss = p.memory_full_info().pss
+                        except (psutil.Error, AttributeError):
+                            pss = rss
                         t = p.cpu_times()
                         cmd = " ".join(p.cmdline())
                 except (psutil.Error, OSError):
                     continue
+                if not cmd.strip():  # exiting (a zombie has no cmdline): keep what we knew
+                    continue
                 kind = kind_of(cmd)
                 self.kinds[pid] = kind
-                self.titles[pid] = cmd[:80]
+                self.titles[pid] = short_title(cmd)
                 self.cpu[pid] = t.user + t.system
                 by_kind[kind] = by_kind.get(kind, 0) + rss
                 total += rss
+                total_pss += pss
                 self.peak_proc[pid] = max(self.peak_proc.get(pid, 0), rss)
             by_group: dict[str, int] = {}
             for kind, rss in by_kind.items():
@@ -313,6 +345,7 @@ class SessionSampler:
                 by_group[_group(kind)] = by_group.get(_group(kind), 0) + rss
             for group, rss in by_group.items():
                 self.peak_group[group] = max(self.peak_group.get(group, 0), rss)
+            self.peak_pss = max(self.peak_pss, total_pss)
             if total > self.peak_total:
                 self.peak_total = total
                 self.peak_total_at = time.time()
@@ -344,7 +377,7 @@ class SessionSampler:
             {
                 "pid": pid,
                 "kind": self.kinds.get(pid, "other"),
-                "title": self.titles.get(pid, "")[:60].strip(),
+                "title": self.titles.get(pid, ""),
                 "cpu_s": round(t_end - start.get(pid, 0.0), 2),
             }
             for pid, t_end in end.items()
@@ -368,6 +401,7 @@ class SessionSampler:
                 {
                     "pid": pid,
                     "kind": self.kinds.get(pid, "other"),
+                    "title": self.titles.get(pid, ""),
                     "peak_rss_mib": round(r / mib, 1),
                 }
                 for pid, r in self.peak_proc.items()
@@ -378,6 +412,7 @@ class SessionSampler:
             "samples": self.samples,
             "interval_s": self.interval,
             "peak_total_mib": round(self.peak_total / mib, 1),
+            "peak_total_pss_mib": round(self.peak_pss / mib, 1),
             "peak_total_breakdown_mib": {
                 k: round(v / mib, 1) for k, v in sorted(self.peak_total_breakdown.items())
             },
@@ -624,6 +659,7 @@ def run_batchlog(
         batch = _create(client, f.id)
         t_create1 = time.time()
         sampler.mark("created")
+        load_created = loadavg()
         poller = Poller(svc, batch.id).start()
         # when the batch's actor is running (Ray titles its process with the actor name)
         actor_seen: dict[str, float | None] = {}
@@ -648,6 +684,7 @@ def run_batchlog(
         final = poller.wait(timeout=timeout_s)
         t_done = poller.first_seen.get(final.status, time.time())
         sampler.mark("completed")
+        load_completed = loadavg()
         if final.status != "completed":
             raise RuntimeError(f"batch ended {final.status}: {final}")
 
@@ -696,6 +733,7 @@ def run_batchlog(
         "requests": n,
         "env": env,
         "startup_s": _r(startup_s, 2),
+        "loadavg_1min_created_completed": [load_created, load_completed],
         "batch_id": batch.id,
         "upload_s": _r(t_upload1 - t_upload0, 3),
         "upload_bytes": len(content),
@@ -796,7 +834,7 @@ def sweep(args: argparse.Namespace, fake: FakeUpstream) -> dict[str, Any]:
                 "cpu_ms_per_request": round(
                     1000 * r["cpu_s_total_while_running"] / args.requests, 2
                 ),
-                "loadavg_1min": round(os.getloadavg()[0], 2),
+                "loadavg_1min": loadavg(),
             }
             print(f"    -> {row}", flush=True)
             rows.append(row)
@@ -911,6 +949,11 @@ def main(argv: list[str] | None = None) -> None:
                     "direct_requests_per_s_mean": _r(base, 1),
                     "end_to_end": _r(svc["end_to_end_requests_per_s"] / base, 3),
                     "in_progress": _r((svc["in_progress_requests_per_s"] or 0) / base, 3),
+                    # on a shared machine the two direct runs can differ a lot: both ratios
+                    "end_to_end_vs_each_direct": [
+                        _r(svc["end_to_end_requests_per_s"] / d["requests_per_s"], 3)
+                        for d in direct
+                    ],
                     "target": 0.5,
                 }
             default_json = OUT_DIR / "service.json"

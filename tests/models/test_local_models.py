@@ -484,3 +484,24 @@ def test_pool_survives_a_replica_dying_and_drops_cancelled_chunks(ray_namespace:
         assert pid() not in (pid0, pid1)
     finally:
         solo.shutdown()
+
+
+def test_sampling_parameters_are_parsed_like_openai() -> None:
+    from actors.local_models import RequestError, sampling_params
+
+    p = sampling_params({"max_tokens": 50, "max_completion_tokens": 5, "stop": "x"}, None)
+    assert p["max_tokens"] == 5 and p["stop"] == ["x"]
+    assert p["temperature"] == 1.0 and p["top_p"] == 1.0 and p["seed"] is None
+    assert sampling_params({}, 16)["max_tokens"] == 16
+    # llama.cpp reads 0xFFFFFFFF as "random": every seed maps to a fixed uint32 below it
+    assert sampling_params({"seed": -1}, None)["seed"] == 0xFFFFFFFE
+    assert sampling_params({"seed": 2**40 + 3}, None)["seed"] < 0xFFFFFFFF
+    for bad in (
+        {"max_tokens": True},
+        {"temperature": 3},
+        {"top_p": "1"},
+        {"stop": ["a", "b", "c", "d", "e"]},
+        {"seed": 1.5},
+    ):
+        with pytest.raises(RequestError):
+            sampling_params(bad, None)
