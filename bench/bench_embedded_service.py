@@ -1,0 +1,112 @@
+"""Tokens/s through the whole service on the embedded model, next to llama.cpp called directly.
+
+One run: 64 chat requests (max_tokens 64) with llama-cpp-python called directly on the
+same GGUF with 1 thread, then the same requests as one batch through `batchlog serve`
+(upload -> create -> completed, via the openai SDK) with 1 chat replica, then 2 replicas.
+The service's rate is completion tokens over the batch's in_progress -> finalizing time
+(event timestamps); the end-to-end time from create to completed is printed too.
+
+    .venv/bin/python bench/bench_embedded_service.py [--requests 64] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.local_models import default_gguf_path
+from batches.localservice import Service
+from bench.bench_local_models import chat_items, direct_chat
+
+
+def service_run(items: list[dict[str, Any]], replicas: int, root: Path) -> dict[str, float]:
+    env = {"BATCHLOG_CHAT_REPLICAS": str(replicas), "BATCHLOG_CHAT_THREADS": "1"}
+    with Service(root / f"r{replicas}" / "data", env) as svc:
+        client = svc.client()
+        rows = [
+            {
+                "custom_id": f"b{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": item["body"],
+            }
+            for i, item in enumerate(items)
+        ]
+        source = client.files.create(
+            file=("bench.jsonl", io.BytesIO(b"".join(orjson.dumps(r) + b"\n" for r in rows))),
+            purpose="batch",
+        )
+        # Warm the replicas (model load is not what is measured).
+        warm = client.batches.create(
+            input_file_id=client.files.create(
+                file=(
+                    "warm.jsonl",
+                    io.BytesIO(b"".join(orjson.dumps(r) + b"\n" for r in rows[:replicas])),
+                ),
+                purpose="batch",
+            ).id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        while client.batches.retrieve(warm.id).status != "completed":
+            time.sleep(0.5)
+        started = time.monotonic()
+        batch = client.batches.create(
+            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while (done := client.batches.retrieve(batch.id)).status not in ("completed", "failed"):
+            time.sleep(0.2)
+        wall = time.monotonic() - started
+        events = httpx.get(f"{svc.url}/batches/{batch.id}/events", params={"limit": 1000}).json()[
+            "data"
+        ]
+        at = {e["type"]: e["recorded_at"] for e in events}
+        busy = at["BatchFinalizing"] - at["BatchValidated"]
+        tokens = done.usage.output_tokens if done.usage else 0
+        assert done.request_counts.completed == len(items), done
+        return {
+            "tokens": tokens,
+            "seconds": busy,
+            "tokens_per_s": tokens / busy,
+            "create_to_completed_s": wall,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    from llama_cpp import Llama
+
+    items = chat_items(args.requests, args.max_tokens)
+    llm = Llama(model_path=str(default_gguf_path()), n_threads=1, n_ctx=2048, verbose=False)
+    direct = direct_chat(llm, items)
+    del llm
+    print(f"direct llama-cpp-python, 1 thread: {direct}")
+    results: dict[str, Any] = {
+        "direct": direct,
+        "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for replicas in (1, 2):
+            r = service_run(items, replicas, Path(tmp))
+            r["ratio_vs_direct"] = r["tokens_per_s"] / direct["tokens_per_s"]
+            results[f"service_{replicas}_replicas"] = r
+            print(f"through batchlog, {replicas} replica(s): {r}")
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
