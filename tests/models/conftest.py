@@ -1,4 +1,8 @@
-"""One Ray and one load of each embedded model for the whole `models` test session."""
+"""One Ray and one load of each embedded model for all the `models` tests.
+
+Package scope: for `pytest tests/models` that is the whole session, and in a full run
+Ray is shut down once these tests are done, before other packages start their own.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_namespace() -> Iterator[str]:
     """A Ray of our own (never `address="auto"`, never `ray stop`)."""
     if ray.is_initialized():  # another part of the suite started one: share it
@@ -43,7 +47,7 @@ def ray_namespace() -> Iterator[str]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pool(ray_namespace: str) -> LocalModelPool:
     """Two chat replicas and one embedding replica, loaded once for the session."""
     p = LocalModelPool(
@@ -62,11 +66,11 @@ def pool(ray_namespace: str) -> LocalModelPool:
     return p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chat_replica(pool: LocalModelPool) -> Any:
     return ray.get_actor(pool.replica_names(CHAT_MODEL_ID)[0])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def embed_replica(pool: LocalModelPool) -> Any:
     return ray.get_actor(pool.replica_names(EMBED_MODEL_ID)[0])

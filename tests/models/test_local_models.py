@@ -8,8 +8,9 @@ import math
 import re
 import struct
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import ray
@@ -25,11 +26,15 @@ from actors.local_models import (
     default_embedding_model_dir,
     default_gguf_path,
 )
-from tests.models.conftest import run
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(180)]
 
 REQUEST_ID = re.compile(r"^batch_req_[0-9a-f]{24}$")
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def chat_item(i: int, content: str = "Say hello.", **params: Any) -> dict[str, Any]:
@@ -428,7 +433,8 @@ def test_pool_survives_a_replica_dying_and_drops_cancelled_chunks(ray_namespace:
         chunk_attempts=1,
     )
     name = solo.replica_names(CHAT_MODEL_ID)[0]
-    long_chunk = [chat_item(0, "Tell a long story.", max_tokens=120)]
+    # greedy: runs the full 120 tokens (about 2.5 s at 50 tokens/s)
+    long_chunk = [chat_item(0, "Tell a long story.", max_tokens=120, temperature=0)]
 
     def pid() -> int:
         (h,) = run(solo.health())[CHAT_MODEL_ID]
