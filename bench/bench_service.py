@@ -1,10 +1,17 @@
 """The whole service against a fake upstream: batchlog's throughput vs the upstream's own.
 
-Run by hand (a few minutes on 2 cores):
+Run by hand (a few minutes on 2 cores; results in docs/benchmarks.md, "Service"):
 
-    .venv/bin/python bench/bench_service.py                       # 10,000 requests
-    .venv/bin/python bench/bench_service.py --requests 2000 --sweep   # try chunk settings
-    .venv/bin/python bench/bench_service.py --profile bench/out/profile  # py-spy the actors
+    .venv/bin/python bench/bench_service.py                          # 10,000 requests
+    .venv/bin/python bench/bench_service.py --requests 3000 --sweep  # try chunk settings
+    .venv/bin/python bench/bench_service.py --requests 4000 --skip-direct \
+        --profile bench/out/profile --profile-gil                    # py-spy the actors
+
+Service settings: ``--chunk-size 64 --chunks-in-flight 4 --upstream-max-concurrency 64``
+by default (the best of the sweep; the service's own defaults are 16/4/64), any other
+with ``--set BATCHLOG_X=V``. The machine is shared: every phase also records the CPU
+seconds used by processes that are not ours (``others_cpu_s``), so a run disturbed by
+neighbours shows it.
 
 One run prints, and writes to bench/out/service.json:
 
@@ -23,8 +30,9 @@ One run prints, and writes to bench/out/service.json:
 4. create -> in_progress: from the create response to the first GET that shows
    in_progress, and from the log (``BatchCreated`` -> ``BatchValidated`` recorded_at).
 5. Peak RSS of the service's session (every process of it, sampled every ~0.5 s): the
-   peak of the sum and the peak per kind of process; the fake upstream's separately.
-   Also the CPU seconds each kind used while the batch ran (where the 2 cores went).
+   peak of the sum (and of PSS, which counts shared pages once) and the peak per kind of
+   process; the fake upstream's separately. Also the CPU seconds each kind used while
+   the batch ran (where the 2 cores went), and after the run the CPU cost of one GET.
 
 The fake upstream's request log gives the requests/s it saw in both runs; the batch's
 events give each request's upstream call time and how long its outcome waited to be
@@ -41,6 +49,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -192,6 +201,12 @@ async def _direct(url: str, n: int, concurrency: int, warmup: int) -> dict[str, 
     }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, everything but idle/iowait)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
 def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -202,12 +217,20 @@ def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
     assert fake._proc is not None
     me, upstream = psutil.Process(), psutil.Process(fake._proc.pid)
     c0, u0 = sum(me.cpu_times()[:2]), sum(upstream.cpu_times()[:2])
+    w0, m0 = time.time(), machine_busy_s()
     result = asyncio.run(_direct(fake.url, n, concurrency, warmup=min(n, 4 * concurrency)))
+    wall, busy = time.time() - w0, machine_busy_s() - m0
     # CPU seconds (warmup included): which side of the baseline is the limit
     client_s = sum(me.cpu_times()[:2]) - c0
     fake_s = sum(upstream.cpu_times()[:2]) - u0
     sent = n + result["warmup_requests"]
     result["cpu_s"] = {"client": round(client_s, 2), "fake_upstream": round(fake_s, 2)}
+    result["machine"] = {
+        "wall_s": round(wall, 2),
+        "busy_pct_of_all_cpus": round(100 * busy / (wall * (psutil.cpu_count() or 1)), 1),
+        "client_pct_of_one_cpu": round(100 * client_s / wall, 1),
+        "others_cpu_s": round(busy - client_s - fake_s, 2),  # warmup included in both
+    }
     result["cpu_ms_per_request"] = {
         "client": round(1000 * client_s / sent, 3),
         "fake_upstream": round(1000 * fake_s / sent, 3),
@@ -289,6 +312,7 @@ class SessionSampler:
         self.peak_proc: dict[int, int] = {}
         self.peak_fake = 0
         self.marks: dict[str, dict[int, float]] = {}
+        self.machine: dict[str, tuple[float, float, float]] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
@@ -362,6 +386,24 @@ class SessionSampler:
             with contextlib.suppress(psutil.Error):
                 t = self.fake.cpu_times()
                 self.marks[label][-1] = t.user + t.system
+            me = psutil.Process().cpu_times()
+            self.machine[label] = (time.time(), machine_busy_s(), me.user + me.system)
+
+    def machine_between(self, a: str, b: str) -> dict[str, Any]:
+        """The whole machine between two marks: how busy, and how much was not ours."""
+        (t0, busy0, me0), (t1, busy1, me1) = self.machine[a], self.machine[b]
+        ours = sum(self.cpu_between(a, b).values()) + (me1 - me0)
+        wall = t1 - t0
+        busy = busy1 - busy0
+        return {
+            "wall_s": round(wall, 2),
+            "cpus": psutil.cpu_count(),
+            "busy_cpu_s": round(busy, 2),
+            "busy_pct_of_all_cpus": round(100 * busy / (wall * (psutil.cpu_count() or 1)), 1),
+            "ours_cpu_s": round(ours, 2),  # the service, the fake upstream, this process
+            "this_process_cpu_s": round(me1 - me0, 2),  # the poller, sampler, extra creates
+            "others_cpu_s": round(busy - ours, 2),  # anything else running on the machine
+        }
 
     def cpu_between(self, a: str, b: str) -> dict[str, float]:
         start, end = self.marks[a], self.marks[b]
@@ -713,10 +755,16 @@ def run_batchlog(
                 time.sleep(0.2)
         idle_get = get_cost(svc, sampler, batch.id, idle_gets)
         sampler.stop()
+    except BaseException:
+        print(f"batchlog run failed; its data dir and server log are in {tmp}", file=sys.stderr)
+        raise
+    else:
+        svc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if profiler is not None:
             profiler.stop()
-        svc.stop()
+        svc.stop()  # a no-op after a clean stop
 
     e2e = t_dl1 - t_upload0
     watcher.join(timeout=1)
@@ -764,6 +812,11 @@ def run_batchlog(
         "cpu_s_while_running": cpu_run,
         "cpu_ms_per_request_while_running": {k: round(1000 * v / n, 3) for k, v in cpu_run.items()},
         "cpu_s_total_while_running": round(sum(cpu_run.values()), 2),
+        "machine_while_running": sampler.machine_between("created", "completed"),
+        # share of one CPU each kind used while the batch ran
+        "cpu_pct_of_one_cpu_while_running": {
+            k: round(100 * v / max(t_done - t_create1, 1e-9), 1) for k, v in cpu_run.items()
+        },
         "cpu_s_by_process_while_running": sampler.cpu_by_process("created", "completed"),
         "cpu_s_upload_to_completed": sampler.cpu_between("start", "completed"),
         "memory": sampler.report(),
@@ -835,6 +888,8 @@ def sweep(args: argparse.Namespace, fake: FakeUpstream) -> dict[str, Any]:
                     1000 * r["cpu_s_total_while_running"] / args.requests, 2
                 ),
                 "loadavg_1min": loadavg(),
+                # CPU seconds used by processes that are not ours while the batch ran
+                "others_cpu_s": r["machine_while_running"]["others_cpu_s"],
             }
             print(f"    -> {row}", flush=True)
             rows.append(row)
