@@ -91,20 +91,28 @@ def main() -> None:
     from llama_cpp import Llama
 
     items = chat_items(args.requests, args.max_tokens)
-    llm = Llama(model_path=str(default_gguf_path()), n_threads=1, n_ctx=2048, verbose=False)
-    direct = direct_chat(llm, items)
-    del llm
-    print(f"direct llama-cpp-python, 1 thread: {direct}")
-    results: dict[str, Any] = {
-        "direct": direct,
-        "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()},
-    }
+
+    def direct() -> dict[str, float]:
+        llm = Llama(model_path=str(default_gguf_path()), n_threads=1, n_ctx=2048, verbose=False)
+        return direct_chat(llm, items)
+
+    # The direct path is measured before and after the service runs: if the machine's
+    # load changed in between, the two disagree and the ratio should not be trusted.
+    before = direct()
+    print(f"direct llama-cpp-python, 1 thread (before): {before}")
+    results: dict[str, Any] = {"direct_before": before, "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for replicas in (1, 2):
-            r = service_run(items, replicas, Path(tmp))
-            r["ratio_vs_direct"] = r["tokens_per_s"] / direct["tokens_per_s"]
-            results[f"service_{replicas}_replicas"] = r
-            print(f"through batchlog, {replicas} replica(s): {r}")
+            results[f"service_{replicas}_replicas"] = service_run(items, replicas, Path(tmp))
+    after = direct()
+    print(f"direct llama-cpp-python, 1 thread (after): {after}")
+    results["direct_after"] = after
+    results["load_end"] = os.getloadavg()
+    baseline = (before["tokens_per_s"] + after["tokens_per_s"]) / 2
+    for replicas in (1, 2):
+        r = results[f"service_{replicas}_replicas"]
+        r["ratio_vs_direct"] = r["tokens_per_s"] / baseline
+        print(f"through batchlog, {replicas} replica(s): {r}")
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
 
