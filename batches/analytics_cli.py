@@ -111,6 +111,12 @@ def _console() -> Console:
     return console
 
 
+def _micros(seconds: float) -> int:
+    """Timeline times come through DuckDB as microsecond timestamps (rounded), so "as of"
+    compares at that resolution: an event is included at its own printed time."""
+    return round(seconds * 1_000_000)
+
+
 def _iso(ts: float | datetime | None) -> str:
     if ts is None:
         return ""
@@ -253,7 +259,7 @@ def history_command(
     state: decider.BatchState | None = None
     for event in events:
         if (as_of_version is not None and event["version"] > as_of_version) or (
-            at is not None and event["recorded_at"] > at
+            at is not None and _micros(event["recorded_at"]) > _micros(at)
         ):
             break
         state = state_at([event], state=state)
