@@ -30,6 +30,7 @@ from batches.domain import decider
 from batches.domain import events as ev
 from batches.timetravel import batch_as_of, state_at
 from eventlog import EventStore, RecordedEvent
+from tests.analytics.checks import assert_counts_and_usage_match
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for
 from tests.fake_upstream import FakeUpstream
 from tests.service import Service
@@ -190,18 +191,7 @@ def assert_row_is_the_batch(row: dict[str, Any], batch: dict[str, Any]) -> None:
     assert row["input_file_id"] == batch["input_file_id"]
     assert row["output_file_id"] == batch["output_file_id"]
     assert row["error_file_id"] == batch["error_file_id"]
-    counts = batch["request_counts"]
-    assert (row["requests_total"], row["requests_completed"], row["requests_failed"]) == (
-        counts["total"],
-        counts["completed"],
-        counts["failed"],
-    )
-    usage = batch["usage"]
-    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
-        usage["input_tokens"],
-        usage["output_tokens"],
-        usage["total_tokens"],
-    )
+    assert_counts_and_usage_match(row, batch)
     for name in TIMESTAMPS:
         got = int(row[name].timestamp()) if row[name] is not None else None
         assert got == batch[name], name

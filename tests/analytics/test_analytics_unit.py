@@ -12,6 +12,7 @@ from batches.domain import decider
 from batches.domain import events as ev
 from eventlog import EventStore, NewEvent
 from eventlog.compaction import compact
+from tests.analytics.checks import assert_counts_and_usage_match
 from tests.analytics.synth import T0, Writer, delete, outcome, upload
 
 
@@ -64,18 +65,7 @@ def test_batches_view_agrees_with_the_decider(store: EventStore, tmp_path: Path)
             assert row["status"] == batch["status"]
             assert row["tenant"] == w.tenant
             assert row["model"] == batch["model"]
-            counts = batch["request_counts"]
-            assert (row["requests_total"], row["requests_completed"], row["requests_failed"]) == (
-                counts["total"],
-                counts["completed"],
-                counts["failed"],
-            )
-            usage = batch["usage"]
-            assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (
-                usage["input_tokens"],
-                usage["output_tokens"],
-                usage["total_tokens"],
-            )
+            assert_counts_and_usage_match(row, batch)
             for name in (
                 "created_at",
                 "in_progress_at",
