@@ -30,7 +30,7 @@ from batches.domain import decider
 from batches.domain import events as ev
 from batches.timetravel import batch_as_of, state_at
 from eventlog import EventStore, RecordedEvent
-from tests.analytics.checks import assert_counts_and_usage_match
+from tests.analytics.checks import TIMESTAMPS, assert_counts_and_usage_match
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for
 from tests.fake_upstream import FakeUpstream
 from tests.service import Service
@@ -38,17 +38,6 @@ from tests.service import Service
 pytestmark = pytest.mark.e2e
 
 TERMINAL = {"completed", "failed", "cancelled", "expired"}
-TIMESTAMPS = (
-    "created_at",
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-    "expires_at",
-)
 
 
 def embed_lines(n: int) -> bytes:

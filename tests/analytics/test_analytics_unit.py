@@ -12,7 +12,7 @@ from batches.domain import decider
 from batches.domain import events as ev
 from eventlog import EventStore, NewEvent
 from eventlog.compaction import compact
-from tests.analytics.checks import assert_counts_and_usage_match
+from tests.analytics.checks import TIMESTAMPS, assert_counts_and_usage_match
 from tests.analytics.synth import T0, Writer, delete, outcome, upload
 
 
@@ -66,17 +66,7 @@ def test_batches_view_agrees_with_the_decider(store: EventStore, tmp_path: Path)
             assert row["tenant"] == w.tenant
             assert row["model"] == batch["model"]
             assert_counts_and_usage_match(row, batch)
-            for name in (
-                "created_at",
-                "in_progress_at",
-                "finalizing_at",
-                "completed_at",
-                "failed_at",
-                "expired_at",
-                "cancelling_at",
-                "cancelled_at",
-                "expires_at",
-            ):
+            for name in TIMESTAMPS:
                 got = row[name].timestamp() if row[name] is not None else None
                 assert got == batch[name], name
             assert row["output_file_id"] == batch["output_file_id"]
