@@ -12,10 +12,12 @@ from .errors import (
     WrongExpectedVersion,
 )
 from .model import NewEvent, RecordedEvent, Snapshot
+from .port import EventLog
 from .store import EventStore
 
 __all__ = [
     "CorruptLog",
+    "EventLog",
     "EventLogError",
     "EventStore",
     "InvalidStreamId",
