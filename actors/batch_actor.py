@@ -25,9 +25,10 @@ from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.domain import decider
 from batches.domain.errors import DomainError
+from batches.domain.executor import WorkItem, make_outcome
 from batches.domain.outputs import encode_line, output_line, unfinished_line
 from batches.domain.validation import ValidationLimits, iter_requests, validate_input
-from batches.filestore import FileStore
+from batches.filestore import FileStore, LocalFileStore
 from batches.readmodel import batch_stream
 from batches.settings import Settings
 from eventlog import EventStore, NewEvent
@@ -48,7 +49,7 @@ class BatchActor:
         self.batch_id = batch_id
         self.stream = batch_stream(batch_id)
         self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
-        self.files = FileStore(self.settings.data_dir)
+        self.files: FileStore = LocalFileStore(self.settings.data_dir)
         self.dispatcher = Dispatcher(self.settings)
         self.state = self._load()
         self._snapshot_version = self.state.version
@@ -155,8 +156,7 @@ class BatchActor:
             max_requests=self.settings.max_requests_per_batch,
             max_bytes=self.settings.max_file_bytes,
         )
-        path = self.files.path(self.state.input_file_id)
-        if not path.exists():
+        if not self.files.exists(self.state.input_file_id):
             report_errors = [
                 {
                     "code": "invalid_input_file_id",
@@ -182,7 +182,7 @@ class BatchActor:
             )
         self._commit(decider.decide(self.state, command))
 
-    def _pending_items(self) -> Iterator[dict[str, Any]]:
+    def _pending_items(self) -> Iterator[WorkItem]:
         for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
             if not decider.is_done(self.state, line):
                 yield {"line": line, "custom_id": request["custom_id"], "body": request["body"]}
@@ -222,25 +222,20 @@ class BatchActor:
             for task in in_flight:
                 task.cancel()
 
-    async def _run_chunk(self, endpoint: str, model: str, chunk: list[dict[str, Any]]) -> None:
+    async def _run_chunk(self, endpoint: str, model: str, chunk: list[WorkItem]) -> None:
         try:
             outcomes = await self.dispatcher.run_chunk(endpoint, model, chunk, self.batch_id)
         except Exception as exc:  # the executor itself failed: the lines fail, the batch goes on
             log.exception("chunk failed in the executor")
             now = time.time()
             outcomes = [
-                {
-                    "line": item["line"],
-                    "custom_id": item["custom_id"],
-                    "request_id": self._request_id(item["line"]),
-                    "status_code": None,
-                    "body": None,
-                    "error": {"code": "executor_error", "message": str(exc)[:500]},
-                    "attempts": 1,
-                    "latency_ms": 0.0,
-                    "started_at": now,
-                    "finished_at": now,
-                }
+                make_outcome(
+                    item,
+                    started_at=now,
+                    finished_at=now,
+                    error={"code": "executor_error", "message": str(exc)[:500]},
+                    request_id=self._request_id(item["line"]),
+                )
                 for item in chunk
             ]
         if self.state.status in ("in_progress", "cancelling"):
@@ -255,22 +250,23 @@ class BatchActor:
     async def _write_results(self, unfinished_reason: str | None) -> tuple[str | None, str | None]:
         out_id = result_file_id(self.batch_id, "output")
         err_id = result_file_id(self.batch_id, "error")
-        out_n, err_n = await asyncio.to_thread(self._write_files, out_id, err_id, unfinished_reason)
+        written = await asyncio.to_thread(self._write_files, out_id, err_id, unfinished_reason)
         coordinator = ray.get_actor(names.COORDINATOR, namespace=self.settings.namespace)
         ids: list[str | None] = []
-        for file_id, kind, count in ((out_id, "output", out_n), (err_id, "error", err_n)):
+        for file_id, kind, (count, size, sha256) in zip(
+            (out_id, err_id), ("output", "error"), written, strict=True
+        ):
             if count == 0:
                 self.files.delete(file_id)
                 ids.append(None)
                 continue
-            path = self.files.path(file_id)
             result = await coordinator.register_file.remote(
                 self.state.tenant,
                 file_id,
                 f"{self.batch_id}_{kind}.jsonl",
                 "batch_output",
-                path.stat().st_size,
-                hashlib.sha256(path.read_bytes()).hexdigest(),
+                size,
+                sha256,
                 count,
             )
             if is_error(result):
@@ -280,8 +276,9 @@ class BatchActor:
 
     def _write_files(
         self, out_id: str, err_id: str, unfinished_reason: str | None
-    ) -> tuple[int, int]:
-        """Stream outcomes from the log into the files: memory stays bounded by a page."""
+    ) -> tuple[tuple[int, int, str], tuple[int, int, str]]:
+        """Stream outcomes from the log into the files: memory stays bounded by a page.
+        Returns (lines, bytes, sha256) of the output file and of the error file."""
         out_n = err_n = 0
         with self.files.writer(out_id) as out, self.files.writer(err_id) as err:
             start = 1
@@ -310,7 +307,7 @@ class BatchActor:
                             )
                         )
                         err_n += 1
-        return out_n, err_n
+        return (out_n, out.bytes, out.sha256), (err_n, err.bytes, err.sha256)
 
 
 BatchActorRemote = ray.remote(BatchActor)

@@ -29,7 +29,7 @@ from batches.domain import decider
 from batches.domain.errors import DomainError, IdempotencyConflict, InvalidRequest, NotFound
 from batches.domain.idempotency import idempotency_digest
 from batches.domain.ids import new_batch_id, new_file_id
-from batches.filestore import FileStore
+from batches.filestore import FileStore, LocalFileStore
 from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
 from batches.settings import Settings
 from batches.wirefmt import batch_to_wire, file_to_wire
@@ -64,7 +64,7 @@ class Coordinator:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings.model_validate(settings)
         self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
-        self.files = FileStore(self.settings.data_dir)
+        self.files: FileStore = LocalFileStore(self.settings.data_dir)
         self.model = ReadModel()
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
@@ -229,7 +229,7 @@ class Coordinator:
             "bytes": size,
             "created_at": int(time.time()),
             "expires_at": expires_at,
-            "path": self.files.relative_path(file_id),
+            "path": self.files.location(file_id),
             "sha256": sha256,
             "lines": lines,
         }

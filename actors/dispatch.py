@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from actors import names
+from batches.domain.executor import Outcome, WorkItem
 from batches.settings import Settings
 
 log = logging.getLogger("batchlog.dispatch")
@@ -97,8 +98,8 @@ class Dispatcher:
         self._owners = dict(owners)
 
     async def run_chunk(
-        self, endpoint: str, model: str, items: list[dict[str, Any]], batch_id: str
-    ) -> list[dict[str, Any]]:
+        self, endpoint: str, model: str, items: list[WorkItem], batch_id: str
+    ) -> list[Outcome]:
         if not self._owners:
             await self.models()
         if self._owners.get(model) == LOCAL:
@@ -113,13 +114,11 @@ class Dispatcher:
         upstream = self._upstream_actor()
         if upstream is None:
             raise RuntimeError(f"no executor serves model {model!r}")
-        result: list[dict[str, Any]] = await upstream.run_chunk.remote(
-            endpoint, model, items, batch_id
-        )
+        result: list[Outcome] = await upstream.run_chunk.remote(endpoint, model, items, batch_id)
         return result
 
 
-def split(items: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+def split(items: list[WorkItem], parts: int) -> list[list[WorkItem]]:
     """At most `parts` contiguous, non-empty pieces of nearly equal size."""
     if not items:
         return []

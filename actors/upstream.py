@@ -30,13 +30,17 @@ import httpx
 import orjson
 import ray
 
-from batches.domain.ids import new_request_id
+from batches.domain.executor import (
+    LineError,
+    Outcome,
+    WorkItem,
+    error_envelope,
+    make_outcome,
+    rejected_outcomes,
+)
 from batches.domain.retry import RetryPolicy, backoff_delay, is_retryable_status
 
 log = logging.getLogger(__name__)
-
-WorkItem = dict[str, Any]
-Outcome = dict[str, Any]
 
 # --- one upstream -------------------------------------------------------------------
 
@@ -157,37 +161,31 @@ class HttpUpstream:
 
     async def _run_one(self, url: str, item: WorkItem, batch_id: str) -> Outcome:
         custom_id = str(item.get("custom_id", ""))
-        outcome: Outcome = {
-            "line": item.get("line"),
-            "custom_id": custom_id,
-            "status_code": None,
-            "body": None,
-            "error": None,
-            "attempts": 0,
-            "latency_ms": 0.0,
-            "request_id": new_request_id(),
-            "started_at": time.time(),
-            "finished_at": 0.0,
-        }
+        started_at = time.time()
         t0 = time.perf_counter()
         try:
             payload = orjson.dumps(item["body"])
         except (KeyError, TypeError) as e:
-            outcome["error"] = {"code": "upstream_error", "message": f"cannot encode body: {e}"}
-            outcome["finished_at"] = time.time()
-            return outcome
+            failure: LineError = {"code": "upstream_error", "message": f"cannot encode body: {e}"}
+            return make_outcome(
+                item, started_at=started_at, finished_at=time.time(), error=failure, attempts=0
+            )
         headers = {"x-batchlog-request": _header_safe(f"{batch_id}:{custom_id}")}
         policy = self.policy
         attempt = 0
         started = False
+        status_code: int | None = None
+        body: dict[str, Any] | None = None
+        outcome_error: LineError | None = None
+        error: LineError | None = None
         while True:
             attempt += 1
             resp: httpx.Response | None = None
-            error: dict[str, str] | None = None
+            error = None
             async with self._sem:
                 if not started:  # the clock starts at the first attempt, not in the queue
                     started = True
-                    outcome["started_at"] = time.time()
+                    started_at = time.time()
                     t0 = time.perf_counter()
                 self.inflight += 1
                 self.max_inflight = max(self.max_inflight, self.inflight)
@@ -215,10 +213,9 @@ class HttpUpstream:
                     or attempt >= policy.max_attempts
                 ):
                     body, ok = _parse_body(resp)
-                    outcome["status_code"] = status
-                    outcome["body"] = body
+                    status_code = status
                     if 200 <= status < 300 and not ok:
-                        outcome["error"] = {
+                        outcome_error = {
                             "code": "upstream_error",
                             "message": "the upstream answered with a body that is not a JSON object",
                         }
@@ -228,14 +225,20 @@ class HttpUpstream:
                 if attempt > 1:
                     assert error is not None
                     error["message"] += f" (after {attempt} attempts)"
-                outcome["error"] = error
+                outcome_error = error
                 break
             delay = backoff_delay(policy, attempt, retry_after, _rng.random(), now=time.time())
             await asyncio.sleep(delay)
-        outcome["attempts"] = attempt
-        outcome["finished_at"] = time.time()
-        outcome["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
-        return outcome
+        return make_outcome(
+            item,
+            started_at=started_at,
+            finished_at=time.time(),
+            status_code=status_code,
+            body=body,
+            error=outcome_error,
+            attempts=attempt,
+            latency_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+        )
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -270,30 +273,12 @@ def _describe(e: Exception, url: str) -> str:
 
 
 def _model_not_found(model: str | None, items: list[WorkItem]) -> list[Outcome]:
-    now = time.time()
-    body = {
-        "error": {
-            "message": f"The model `{model}` is not served by any configured upstream.",
-            "type": "invalid_request_error",
-            "param": "model",
-            "code": "model_not_found",
-        }
-    }
-    return [
-        {
-            "line": it.get("line"),
-            "custom_id": str(it.get("custom_id", "")),
-            "status_code": 404,
-            "body": body,
-            "error": None,
-            "attempts": 0,
-            "latency_ms": 0.0,
-            "request_id": new_request_id(),
-            "started_at": now,
-            "finished_at": now,
-        }
-        for it in items
-    ]
+    body = error_envelope(
+        f"The model `{model}` is not served by any configured upstream.",
+        param="model",
+        code="model_not_found",
+    )
+    return rejected_outcomes(items, 404, body, at=time.time(), attempts=0)
 
 
 class UpstreamRouter:

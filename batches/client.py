@@ -29,7 +29,7 @@ from batches.domain.decider import is_terminal
 from batches.domain.idempotency import resolve_idempotency_key
 from batches.domain.ids import DEFAULT_TENANT, new_file_id
 from batches.domain.wire import CreateBatchRequest
-from batches.filestore import FileStore
+from batches.filestore import FileStore, LocalFileStore
 
 RAY_ADDRESS_FILE = "ray-address"
 
@@ -61,7 +61,7 @@ class BatchlogClient:
         self.tenant = tenant
         self.coordinator = ray.get_actor(names.COORDINATOR, namespace=namespace)
         data_dir = str(ray.get(self.coordinator.data_dir.remote()))
-        self.files: FileStore = FileStore(Path(data_dir))
+        self.files: FileStore = LocalFileStore(Path(data_dir))
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, **kwargs: Any) -> BatchlogClient:

@@ -1,23 +1,76 @@
-"""File contents on disk: written tmp + fsync + rename, so a file is whole or absent.
+"""File contents: the `FileStore` port and its local-directory implementation.
 
-The event log records that a file exists (`FileUploaded`); this module holds the bytes.
+The event log records that a file exists (`FileUploaded`); a file store holds the bytes.
 A file's event is appended only after its bytes are durable, so an acknowledged upload
-never points at a missing or half-written file.
+never points at a missing or half-written file. `LocalFileStore` writes tmp + fsync +
+rename under `<data_dir>/files/`, so a file is whole or absent; other backends (a
+database for clusters without a shared disk) implement the same two protocols.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+READ_CHUNK = 1 << 20
 
 
 class FileTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"File is larger than the {limit} byte limit.")
         self.limit = limit
+
+
+@runtime_checkable
+class FileWriter(Protocol):
+    """Streams one file in; counts size, lines and sha256. A context manager: leaving
+    the block normally commits (durable, then visible), an exception aborts."""
+
+    bytes: int  # so far; `builtins.bytes` below, as this name shadows the type here
+
+    def write(self, chunk: builtins.bytes) -> None: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def line_count(self) -> int: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> FileWriter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """Where file contents live, by file id. Writes are durable once committed."""
+
+    def location(self, file_id: str) -> str:
+        """What `FileUploaded` records as the file's `path` (backend-specific)."""
+        ...
+
+    def writer(self, file_id: str, max_bytes: int | None = None) -> FileWriter: ...
+    def exists(self, file_id: str) -> bool: ...
+    def size(self, file_id: str) -> int: ...
+    def lines(self, file_id: str) -> Iterator[bytes]:
+        """The file's lines, streamed: memory stays bounded by one line."""
+        ...
+
+    def chunks(self, file_id: str, size: int = READ_CHUNK) -> Iterator[bytes]:
+        """The file's bytes in pieces of at most `size`, for downloads."""
+        ...
+
+    def delete(self, file_id: str) -> None:
+        """Remove the file; deleting a missing file is not an error."""
+        ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,15 +141,15 @@ class DurableWriter:
             self.abort()
 
 
-class FileStore:
-    """Content files under `<data_dir>/files/<file_id>`."""
+class LocalFileStore:
+    """Content files under `<data_dir>/files/<file_id>` (every node must see data_dir)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.root = data_dir / "files"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def relative_path(self, file_id: str) -> str:
+    def location(self, file_id: str) -> str:
         return f"files/{file_id}"
 
     def path(self, file_id: str) -> Path:
@@ -105,10 +158,20 @@ class FileStore:
     def writer(self, file_id: str, max_bytes: int | None = None) -> DurableWriter:
         return DurableWriter(self.path(file_id), max_bytes)
 
+    def exists(self, file_id: str) -> bool:
+        return self.path(file_id).exists()
+
+    def size(self, file_id: str) -> int:
+        return self.path(file_id).stat().st_size
+
     def lines(self, file_id: str) -> Iterator[bytes]:
-        """Stream the lines of a file; memory stays bounded by one line."""
         with open(self.path(file_id), "rb") as fh:
             yield from fh
+
+    def chunks(self, file_id: str, size: int = READ_CHUNK) -> Iterator[bytes]:
+        with open(self.path(file_id), "rb") as fh:
+            while chunk := fh.read(size):
+                yield chunk
 
     def delete(self, file_id: str) -> None:
         self.path(file_id).unlink(missing_ok=True)

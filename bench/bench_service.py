@@ -67,8 +67,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_upstream import FakeUpstream  # noqa: E402
-from tests.service import Service  # noqa: E402
+from batches.testing import FakeUpstream, Service  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 ENDPOINT = "/v1/chat/completions"

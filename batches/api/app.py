@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batches.api import batches, errors, files, models
 from batches.api.errors import envelope
-from batches.filestore import FileStore
+from batches.filestore import LocalFileStore
 from batches.settings import Settings
 
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings, coordinator: Any) -> FastAPI:
     )
     app.state.settings = settings
     app.state.coordinator = coordinator
-    app.state.files = FileStore(settings.data_dir)
+    app.state.files = LocalFileStore(settings.data_dir)
     errors.install(app)
     app.add_middleware(Backpressure, limit=settings.max_inflight_requests)
     for module in (files, batches, models):

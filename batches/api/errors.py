@@ -11,7 +11,7 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.results import ERROR_KEY, is_error
-from batches.domain.errors import DomainError
+from batches.domain.errors import DomainError, error_envelope, error_type
 
 log = logging.getLogger("batchlog.api")
 
@@ -30,18 +30,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
 def envelope(
     status: int,
     message: str,
@@ -49,7 +37,7 @@ def envelope(
     param: str | None,
     headers: dict[str, str] | None = None,
 ) -> ORJSONResponse:
-    body = {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
+    body = error_envelope(message, type=error_type(status), param=param, code=code)
     return ORJSONResponse(body, status_code=status, headers=headers)
 
 

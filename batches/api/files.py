@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
 from batches.domain.ids import new_file_id
-from batches.filestore import DurableWriter, FileTooLarge
+from batches.filestore import FileTooLarge, FileWriter
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -20,7 +20,7 @@ PURPOSES = {"batch", "batch_output", "assistants", "fine-tune", "vision", "user_
 COPY_CHUNK = 1 << 20
 
 
-def _copy(upload: UploadFile, writer: DurableWriter) -> None:
+def _copy(upload: UploadFile, writer: FileWriter) -> None:
     with writer:
         while chunk := upload.file.read(COPY_CHUNK):
             writer.write(chunk)

@@ -8,14 +8,29 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
-
 
 def error_envelope(
-    code: str | None, message: str, type_: str, param: str | None = None
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
-    """OpenAI's error envelope as a plain dict."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    """OpenAI's error envelope as a plain dict: the one builder (façade, executors)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
 
 
 class DomainError(Exception):
@@ -37,7 +52,7 @@ class DomainError(Exception):
         return {}
 
     def envelope(self) -> dict[str, Any]:
-        return error_envelope(self.code, self.message, self.type, self.param)
+        return error_envelope(self.message, type=self.type, param=self.param, code=self.code)
 
 
 class InvalidTransition(DomainError):
@@ -88,14 +103,3 @@ class ConflictingIdempotencyKeys(DomainError):
         self, message: str, *, code: str | None = None, param: str | None = "idempotency_key"
     ) -> None:
         super().__init__(message, code=code, param=param)
-
-
-def invalid_request_from(exc: ValidationError) -> InvalidRequest:
-    """Turn pydantic's first complaint into an OpenAI-style 400 naming the field."""
-    first = exc.errors()[0]
-    param = ".".join(str(part) for part in first.get("loc", ())) or None
-    message = str(first.get("msg", "Invalid request."))
-    if param:
-        message = f"Invalid value for '{param}': {message}"
-    code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_request"
-    return InvalidRequest(message, code=code, param=param)

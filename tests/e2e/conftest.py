@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fake_upstream import FakeUpstream
-from tests.service import Service
+from batches.testing import FakeUpstream, Service
 
 FAST_RETRIES = {
     "BATCHLOG_RETRY_MAX_ATTEMPTS": "3",

@@ -6,9 +6,8 @@ import httpx
 import openai
 import pytest
 
+from batches.testing import FakeUpstream, Service
 from tests.e2e.conftest import chat_lines, read_lines, upload, wait_for
-from tests.fake_upstream import FakeUpstream
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

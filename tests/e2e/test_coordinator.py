@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from batches.testing import FakeUpstream, Service
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for
-from tests.fake_upstream import FakeUpstream
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from batches.demo import CHAT_MODEL, EMBED_MODEL
+from batches.testing import Service
 from tests.e2e.conftest import read_lines, upload, wait_for
-from tests.service import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from batches.testing import FakeUpstream, Service
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, read_lines, upload, wait_for
-from tests.fake_upstream import FakeUpstream
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.service import Service
+from batches.testing import Service
 
 pytestmark = pytest.mark.e2e
 

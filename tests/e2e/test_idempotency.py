@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
+from batches.testing import Service
 from tests.e2e.conftest import chat_lines, upload, wait_for
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

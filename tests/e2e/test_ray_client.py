@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batches.testing import Service
 from tests.e2e.conftest import chat_lines
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

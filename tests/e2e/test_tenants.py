@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from batches.testing import FakeUpstream, Service
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for
-from tests.fake_upstream import FakeUpstream
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fake_upstream import FakeUpstream
+from batches.testing import FakeUpstream
 
 
 @pytest.fixture(scope="module")

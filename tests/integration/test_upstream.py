@@ -12,7 +12,7 @@ import pytest
 
 from actors.upstream import HttpUpstream, UpstreamConfig, UpstreamExecutor, UpstreamRouter
 from batches.domain.retry import RetryPolicy, backoff_delay
-from tests.fake_upstream import FakeUpstream
+from batches.testing import FakeUpstream
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, jitter=0.5)
 BATCH = "batch_test"

@@ -3,7 +3,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from pydantic import ValidationError
 
 from batches.domain import events as ev
 from batches.domain.errors import (
@@ -14,10 +13,9 @@ from batches.domain.errors import (
     InvalidTransition,
     NotFound,
     error_envelope,
-    invalid_request_from,
+    error_type,
 )
 from batches.domain.ids import DEFAULT_TENANT, new_batch_id, new_file_id, new_request_id
-from batches.domain.wire import CreateBatchRequest
 
 
 def test_ids() -> None:
@@ -130,20 +128,28 @@ def test_domain_errors(cls: type[DomainError], status: int, code: str) -> None:
 
 
 def test_error_envelope() -> None:
-    assert error_envelope("c", "m", "invalid_request_error", "p") == {
+    assert error_envelope("m", param="p", code="c") == {
         "error": {"message": "m", "type": "invalid_request_error", "param": "p", "code": "c"}
     }
-    assert error_envelope(None, "m", "server_error")["error"]["param"] is None
+    assert error_envelope("m", type="server_error")["error"] == {
+        "message": "m",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
 
 
-def test_invalid_request_from_validation_error() -> None:
-    with pytest.raises(ValidationError) as info:
-        CreateBatchRequest.model_validate(
-            {"endpoint": "/v1/embeddings", "completion_window": "24h"}
-        )
-    err = invalid_request_from(info.value)
-    assert (err.http_status, err.code, err.param) == (
-        400,
-        "missing_required_parameter",
-        "input_file_id",
-    )
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "server_error"),
+        (503, "server_error"),
+    ],
+)
+def test_error_type(status: int, kind: str) -> None:
+    assert error_type(status) == kind

@@ -2,7 +2,7 @@
 
 Run it as a process::
 
-    python -m tests.fake_upstream --host 127.0.0.1 --port 0 --port-file /tmp/port
+    python -m batches.testing.fake_upstream --host 127.0.0.1 --port 0 --port-file /tmp/port
 
 or from a test, as a context manager that starts that process on a free loopback port::
 
@@ -644,7 +644,7 @@ async def _serve_forever(app: FakeUpstreamApp, host: str, port: int, port_file: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tests.fake_upstream", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m batches.testing.fake_upstream", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", default=None, help="write the bound port here once listening")
@@ -660,11 +660,11 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_serve_forever(app, args.host, args.port, args.port_file))
 
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]  # the directory holding `batches`
 
 
 class FakeUpstream:
-    """Start ``python -m tests.fake_upstream`` as a subprocess on a free loopback port.
+    """Start ``python -m batches.testing.fake_upstream`` as a subprocess on a free loopback port.
 
     ``with FakeUpstream(api_key=None, models=None, **switches) as fake: ...`` — ``fake.url``
     is ``http://127.0.0.1:PORT/v1``; ``configure``/``requests``/``reset`` talk to its
@@ -710,7 +710,15 @@ class FakeUpstream:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="fake-upstream-")
         port_file = Path(self._tmpdir.name) / "port"
         log_path = Path(self._tmpdir.name) / "server.log"
-        cmd = [sys.executable, "-m", "tests.fake_upstream", "--host", self.host, "--port", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "batches.testing.fake_upstream",
+            "--host",
+            self.host,
+            "--port",
+            "0",
+        ]
         cmd += ["--port-file", str(port_file)]
         if self.api_key:
             cmd += ["--api-key", self.api_key]
