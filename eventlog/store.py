@@ -19,6 +19,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 
 from . import frames as fr
+from . import segindex
 from .errors import (
     CorruptLog,
     EventLogError,
@@ -51,10 +53,11 @@ log = logging.getLogger("eventlog")
 class _Segment:
     """A segment file and its read descriptor, opened on first use (under _index_lock)."""
 
-    __slots__ = ("_fd", "first_position", "path")
+    __slots__ = ("_fd", "first_position", "next_position", "path")
 
     def __init__(self, first_position: int, path: Path) -> None:
         self.first_position = first_position
+        self.next_position = 0  # once sealed: the position after its last event
         self.path = path
         self._fd = -1
 
@@ -74,12 +77,17 @@ class _Segment:
 
 
 class _Stream:
+    """A stream with frames in the active segment."""
+
     __slots__ = ("fi", "fv", "version")
 
-    def __init__(self) -> None:
-        self.version = 0
-        self.fv = array("q")  # first version of each of the stream's frames
-        self.fi = array("q")  # index of that frame in the store's frame arrays
+    def __init__(self, version: int) -> None:
+        self.version = version  # the stream's current version (all segments)
+        self.fv = array("q")  # first version of each of its frames in the active segment
+        self.fi = array("q")  # index of that frame in the store's (active) frame arrays
+
+
+_INDEX_CACHE = 8  # sealed segments' indexes kept loaded (least recently used dropped)
 
 
 class _Request:
@@ -120,15 +128,22 @@ class EventStore:
         self._lock = lock
         self._fsync = fsync
         self._segment_bytes = segment_bytes
-        self._segments: list[_Segment] = []
+        self._idx_dir = root / segindex.INDEX_DIR
+        self._segments: list[_Segment] = []  # the sealed ones, then the active one
         self._tail = 0  # end of the last indexed frame in the last segment
         self._next_position = 1
-        # one entry per frame, in global order
+        # The active segment only, one entry per frame in order. Sealed segments are
+        # described by their index files (segindex.py), loaded when needed.
         self._f_pos = array("q")
-        self._f_seg = array("q")
+        self._f_fv = array("q")
         self._f_off = array("q")
         self._f_len = array("q")
-        self._streams: dict[str, _Stream] = {}
+        self._f_cnt = array("q")
+        self._streams: dict[str, _Stream] = {}  # streams with frames in the active segment
+        # {stream: [version, last sealed segment holding it]} as of the last sealed segment:
+        # the latest index's directory, loaded on first use
+        self._dir: dict[str, list[int]] | None = None
+        self._idx_cache: OrderedDict[int, segindex.SegIndex] = OrderedDict()
         self._index_lock = threading.Lock()
         self._commit_turn = threading.Lock()  # held by the leader while it commits
         self._queue: list[_Request] = []  # appends waiting for the next commit
@@ -151,7 +166,7 @@ class EventStore:
             raise ValueError("segment_bytes must be positive")
         root = Path(path)
         created = not root.exists()
-        for d in (root, root / "segments", root / "snapshots"):
+        for d in (root, root / "segments", root / "snapshots", root / segindex.INDEX_DIR):
             d.mkdir(parents=True, exist_ok=True)
         if created and fsync:
             fsync_dir(root)
@@ -181,15 +196,28 @@ class EventStore:
         first, first_path = on_disk[0]
         if first != 1:
             raise CorruptLog(str(first_path), 0, "the first segment does not start at position 1")
-        self._segments.append(_Segment(1, first_path))
+        self._segments = [_Segment(f, p) for f, p in on_disk]
         with self._index_lock:
+            # Sealed segments: only their index headers are read (and their files stat'ed);
+            # one without a matching index (a crash at seal, a changed file) is verified and
+            # indexed again. The chain of positions must have no gap.
+            expected = 1
+            for i, seg in enumerate(self._segments):
+                if seg.first_position != expected:
+                    raise CorruptLog(
+                        str(seg.path), 0, "segment does not continue the log (a gap before it)"
+                    )
+                if i == len(self._segments) - 1:
+                    break
+                h = segindex.read_header(segindex.index_path(self._idx_dir, expected))
+                if not segindex.matches(h, expected, os.stat(seg.path)):
+                    h = self._index(i).header
+                assert h is not None
+                seg.next_position = expected = h.next_position
+            self._next_position = expected
             self._catch_up(writer=True)
             for seg in self._segments[:-1]:
                 seg.close()  # reopened when read: a long log need not hold a descriptor each
-        known = {s.path.name for s in self._segments}
-        for _, p in on_disk:
-            if p.name not in known:
-                raise CorruptLog(str(p), 0, "segment does not continue the log (a gap before it)")
 
     def close(self) -> None:
         """Close the store; later calls raise EventLogError. Waits for a commit in progress."""
@@ -265,8 +293,110 @@ class EventStore:
                 if problem is not None or self._tail != size:
                     off = self._tail
                     raise CorruptLog(str(seg.path), off, problem or "bad data in a sealed segment")
+            self._seal_active()
             self._segments.append(_Segment(self._next_position, Path(nxt)))
             self._tail = 0
+
+    # ------------------------------------------------------------------ sealed segments
+
+    def _seal_active(self) -> None:
+        """The active segment is complete (a later one exists): write its index file if it
+        has none, fold its streams into the directory, and start the next one empty.
+        Caller holds _index_lock. Losing the index file (crash, error) only costs a rebuild.
+        """
+        seg = self._segments[-1]
+        seg.next_position = self._next_position
+        old = self._directory()
+        streams: dict[str, list[Any]] = {}
+        for sid, st in self._streams.items():
+            prev = old.get(sid)
+            streams[sid] = [prev[1] if prev else 0, list(st.fi)]
+        path = segindex.index_path(self._idx_dir, seg.first_position)
+        st_seg = os.stat(seg.path)
+        if not segindex.matches(segindex.read_header(path), seg.first_position, st_seg):
+            directory = dict(old)
+            for sid, st in self._streams.items():
+                directory[sid] = [st.version, seg.first_position]
+            cols = (self._f_pos, self._f_fv, self._f_off, self._f_len, self._f_cnt)
+            data = segindex.encode(
+                seg.first_position, self._next_position, st_seg, cols, streams, directory
+            )
+            try:
+                segindex.write(self._idx_dir, seg.first_position, data, fsync=self._fsync)
+            except OSError as e:
+                log.warning("event log %s: could not write index %s: %s", self._root, path, e)
+        for sid, st in self._streams.items():
+            old[sid] = [st.version, seg.first_position]
+        self._f_pos, self._f_fv, self._f_off = array("q"), array("q"), array("q")
+        self._f_len, self._f_cnt = array("q"), array("q")
+        self._streams = {}
+
+    def _directory(self) -> dict[str, list[int]]:
+        """{stream: [version, last segment]} up to the last sealed one. Holds _index_lock."""
+        if self._dir is None:
+            n = len(self._segments) - 1
+            self._dir = self._index(n - 1).directory() if n > 0 else {}
+        return self._dir
+
+    def _sealed_version(self, stream_id: str) -> int:
+        e = self._directory().get(stream_id)
+        return e[0] if e else 0
+
+    def _version_locked(self, stream_id: str) -> int:
+        st = self._streams.get(stream_id)
+        return st.version if st is not None else self._sealed_version(stream_id)
+
+    def _index(self, i: int) -> segindex.SegIndex:
+        """The index of sealed segment number ``i``, rebuilt if missing or damaged (and
+        then the ones before it as needed: each index builds on the previous directory).
+        Holds _index_lock."""
+        seg = self._segments[i]
+        got = self._idx_cache.get(seg.first_position)
+        if got is not None:
+            self._idx_cache.move_to_end(seg.first_position)
+            return got
+        j = i
+        loaded: segindex.SegIndex | None = None
+        while j >= 0:
+            s = self._segments[j]
+            cached = self._idx_cache.get(s.first_position)
+            loaded = cached or segindex.load(
+                segindex.index_path(self._idx_dir, s.first_position),
+                s.first_position,
+                os.stat(s.path),
+            )
+            if loaded is not None:
+                break
+            j -= 1
+        if j < i:
+            prev_dir = loaded.directory() if loaded is not None else {}
+            for k in range(j + 1, i + 1):
+                loaded, prev_dir = self._rebuild(k, prev_dir)
+        assert loaded is not None
+        self._idx_cache[seg.first_position] = loaded
+        while len(self._idx_cache) > _INDEX_CACHE:
+            self._idx_cache.popitem(last=False)
+        return loaded
+
+    def _rebuild(
+        self, i: int, prev_dir: dict[str, list[int]]
+    ) -> tuple[segindex.SegIndex, dict[str, list[int]]]:
+        seg = self._segments[i]
+        log.warning("event log %s: indexing sealed segment %s again", self._root, seg.path)
+        st_seg = os.stat(seg.path)
+        nxt, cols, streams, directory = segindex.scan(seg.path, seg.first_position, prev_dir)
+        if i + 1 < len(self._segments) and self._segments[i + 1].first_position != nxt:
+            raise CorruptLog(
+                str(self._segments[i + 1].path),
+                0,
+                "segment does not continue the log (a gap before it)",
+            )
+        data = segindex.encode(seg.first_position, nxt, st_seg, cols, streams, directory)
+        try:
+            segindex.write(self._idx_dir, seg.first_position, data, fsync=self._fsync)
+        except OSError as e:
+            log.warning("event log %s: could not write an index: %s", self._root, e)
+        return segindex.decode(data), directory
 
     def _scan_segment(self, seg_i: int, end: int) -> str | None:
         """Index the good frames of the last segment from self._tail up to ``end``.
@@ -304,7 +434,8 @@ class EventStore:
         unpack, crc32 = fr.HEADER.unpack_from, zlib.crc32
         hs, magic_ok, max_frame = fr.HEADER_SIZE, fr.MAGIC, fr.MAX_FRAME
         streams = self._streams
-        f_pos, f_seg, f_off, f_len = self._f_pos, self._f_seg, self._f_off, self._f_len
+        f_pos, f_fv, f_off = self._f_pos, self._f_fv, self._f_off
+        f_len, f_cnt = self._f_len, self._f_cnt
         next_position = self._next_position
         problem: str | None = None
         try:
@@ -347,7 +478,7 @@ class EventStore:
                         check_stream_id(sid)
                     except InvalidStreamId as e:
                         raise CorruptLog(str(seg.path), base + pos, str(e)) from e
-                    st = streams[sid] = _Stream()
+                    st = streams[sid] = _Stream(self._sealed_version(sid))
                 if fv != st.version + 1:
                     raise CorruptLog(
                         str(seg.path),
@@ -359,9 +490,10 @@ class EventStore:
                 st.fi.append(len(f_pos))
                 st.version = fv + count - 1
                 f_pos.append(fp)
-                f_seg.append(seg_i)
+                f_fv.append(fv)
                 f_off.append(base + pos)
                 f_len.append(length)
+                f_cnt.append(count)
                 next_position = fp + count
                 pos = end
         finally:
@@ -460,15 +592,12 @@ class EventStore:
             try:
                 with self._index_lock:
                     self._catch_up(writer=True)
-                pending: dict[str, int] = {}
+                    pending = {r.stream_id: self._version_locked(r.stream_id) for r in batch}
                 position = self._next_position
                 now = time.time()
                 out: list[tuple[_Request, bytes, int, int]] = []
                 for r in batch:
-                    current = pending.get(r.stream_id)
-                    if current is None:
-                        st = self._streams.get(r.stream_id)
-                        current = 0 if st is None else st.version
+                    current = pending[r.stream_id]
                     if r.expected != current:
                         r.error = WrongExpectedVersion(r.stream_id, r.expected, current)
                         continue
@@ -547,26 +676,28 @@ class EventStore:
                     "open the store again"
                 ) from e
             # durable: index what we wrote
-            streams = self._streams
-            f_pos, f_seg, f_off, f_len = self._f_pos, self._f_seg, self._f_off, self._f_len
             with self._index_lock:
                 for first, _off, items in runs:
                     if first is not None:
+                        self._seal_active()  # the previous one is complete
                         self._segments.append(new_segments.pop(0))
                         self._tail = 0
-                    seg_i = len(self._segments) - 1
+                    streams = self._streams
+                    f_pos, f_fv, f_off = self._f_pos, self._f_fv, self._f_off
+                    f_len, f_cnt = self._f_len, self._f_cnt
                     tail = self._tail
                     for r, frame, position, first_version in items:
                         st = streams.get(r.stream_id)
                         if st is None:
-                            st = streams[r.stream_id] = _Stream()
+                            st = streams[r.stream_id] = _Stream(first_version - 1)
                         st.fv.append(first_version)
                         st.fi.append(len(f_pos))
                         st.version = r.version = first_version + r.count - 1
                         f_pos.append(position)
-                        f_seg.append(seg_i)
+                        f_fv.append(first_version)
                         f_off.append(tail)
                         f_len.append(len(frame))
+                        f_cnt.append(r.count)
                         tail += len(frame)
                     self._tail = tail
                     last = items[-1]
@@ -606,8 +737,7 @@ class EventStore:
         check_stream_id(stream_id)
         with self._index_lock:
             self._catch_up(writer=False)
-            st = self._streams.get(stream_id)
-            return 0 if st is None else st.version
+            return self._version_locked(stream_id)
 
     def head(self) -> int:
         """The highest global position committed (as far as this process has seen)."""
@@ -619,7 +749,8 @@ class EventStore:
         """The ids of all streams that start with ``prefix``, sorted."""
         with self._index_lock:
             self._catch_up(writer=False)
-            names = list(self._streams)
+            names = set(self._directory())
+            names.update(self._streams)
         return sorted(n for n in names if n.startswith(prefix))
 
     def read(
@@ -637,20 +768,13 @@ class EventStore:
             return []
         with self._index_lock:
             self._catch_up(writer=False)
-            st = self._streams.get(stream_id)
-            if st is None or lo > st.version:
+            version = self._version_locked(stream_id)
+            if lo > version:
                 return []
-            top = st.version if hi is None else min(hi, st.version)
+            top = version if hi is None else min(hi, version)
             if limit is not None:
                 top = min(top, lo + limit - 1)
-            j = max(bisect_right(st.fv, lo) - 1, 0)
-            k = bisect_right(st.fv, top)
-            locs = []
-            for i in range(j, k):
-                g = st.fi[i]
-                seg = self._segments[self._f_seg[g]]
-                seg.open()  # under the lock: never two descriptors for one segment
-                locs.append((seg, self._f_off[g], self._f_len[g]))
+            locs = self._stream_frames(stream_id, lo, top)
         out: list[RecordedEvent] = []
         make = make_recorded
         for seg, off, length in locs:
@@ -659,6 +783,8 @@ class EventStore:
             if isinstance(got, str):
                 raise CorruptLog(str(seg.path), off, f"{got} in a frame read before")
             sid, v, p, ra, rows = got
+            if sid != stream_id:
+                raise CorruptLog(str(seg.path), off, "the index points at another stream's frame")
             for eid, typ, data, meta in rows:
                 if lo <= v <= top:
                     out.append(make(sid, v, typ, data, ra, p, eid, meta))
@@ -666,11 +792,48 @@ class EventStore:
                 p += 1
         return out
 
+    def _stream_frames(self, stream_id: str, lo: int, top: int) -> list[tuple[_Segment, int, int]]:
+        """(segment, offset, length) of the stream's frames holding versions lo..top, in
+        order: the active segment's, then back along the chain of sealed segments that hold
+        the stream (each index names the previous one), never touching other streams' data.
+        Holds _index_lock."""
+        parts: list[list[tuple[_Segment, int, int]]] = []
+        st = self._streams.get(stream_id)
+        earliest = top + 1  # first version of the frames collected so far
+        if st is not None:
+            seg = self._segments[-1]
+            j = max(bisect_right(st.fv, lo) - 1, 0)
+            k = bisect_right(st.fv, top)
+            parts.append([(seg, self._f_off[g], self._f_len[g]) for g in st.fi[j:k]])
+            earliest = st.fv[0]
+        prev = 0
+        if earliest > lo:
+            e = self._directory().get(stream_id)
+            prev = e[1] if e else 0
+        while earliest > lo and prev:
+            i = bisect_right(self._segments, prev, key=lambda s: s.first_position) - 1
+            seg = self._segments[i]
+            idx = self._index(i)
+            entry = idx.streams.get(stream_id)
+            if seg.first_position != prev or entry is None:
+                raise CorruptLog(str(seg.path), 0, f"its index lacks stream {stream_id!r}")
+            prev, frames = entry
+            fvs = [idx.fv[g] for g in frames]
+            j = max(bisect_right(fvs, lo) - 1, 0)
+            k = bisect_right(fvs, top)
+            parts.append([(seg, idx.off[g], idx.len[g]) for g in frames[j:k]])
+            earliest = fvs[0]
+        out = [loc for part in reversed(parts) for loc in part]
+        for seg, _, _ in out:
+            seg.open()  # under the lock: never two descriptors for one segment
+        return out
+
     def read_all(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         """Events of all streams with position > ``after``, ascending, at most ``limit``."""
         if limit is not None and limit <= 0:
             return []
         after = max(after, 0)
+        plan: list[tuple[_Segment, array[int], array[int]]] = []
         with self._index_lock:
             self._catch_up(writer=False)
             last = self._next_position - 1
@@ -678,21 +841,32 @@ class EventStore:
                 last = min(last, after + limit)
             if after >= last:
                 return []
-            j = max(bisect_right(self._f_pos, after + 1) - 1, 0)
-            k = bisect_right(self._f_pos, last)
-            f_seg, f_off, f_len = self._f_seg[j:k], self._f_off[j:k], self._f_len[j:k]
-            segs = list(self._segments)
-            for s in set(f_seg):
-                segs[s].open()
+            active = len(self._segments) - 1
+            i = max(bisect_right(self._segments, after + 1, key=lambda s: s.first_position) - 1, 0)
+            for seg_i in range(i, active + 1):
+                seg = self._segments[seg_i]
+                if seg.first_position > last:
+                    break
+                if seg_i == active:
+                    f_pos, f_off, f_len = self._f_pos, self._f_off, self._f_len
+                else:
+                    idx = self._index(seg_i)
+                    f_pos, f_off, f_len = idx.pos, idx.off, idx.len
+                j = max(bisect_right(f_pos, after + 1) - 1, 0)
+                k = bisect_right(f_pos, last)
+                if j < k:
+                    seg.open()
+                    plan.append((seg, f_off[j:k], f_len[j:k]))
         out: list[RecordedEvent] = []
-        i, n = 0, len(f_off)
-        while i < n:
-            # a chunk: consecutive frames of one segment, about READ_CHUNK bytes (one at least)
-            s, start = f_seg[i], f_off[i]
-            seg_end = bisect_right(f_seg, s, i)
-            e = max(i + 1, bisect_left(f_off, start + READ_CHUNK, i, seg_end))
-            self._decode_chunk(segs[s], start, f_off[i:e], f_len[i:e], after, last, out)
-            i = e
+        for seg, offs, lens in plan:
+            n = len(offs)
+            i = 0
+            while i < n:
+                # a chunk: consecutive frames, about READ_CHUNK bytes (one frame at least)
+                start = offs[i]
+                e = max(i + 1, bisect_left(offs, start + READ_CHUNK, i))
+                self._decode_chunk(seg, start, offs[i:e], lens[i:e], after, last, out)
+                i = e
         return out
 
     @staticmethod
