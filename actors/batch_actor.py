@@ -24,6 +24,7 @@ from actors import names
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.domain import decider
+from batches.domain import messages as msg
 from batches.domain.errors import DomainError
 from batches.domain.executor import WorkItem, make_outcome
 from batches.domain.outputs import encode_line, output_line, unfinished_line
@@ -157,15 +158,8 @@ class BatchActor:
             max_bytes=self.settings.max_file_bytes,
         )
         if not self.files.exists(self.state.input_file_id):
-            report_errors = [
-                {
-                    "code": "invalid_input_file_id",
-                    "message": f"The input file {self.state.input_file_id} no longer exists.",
-                    "param": "input_file_id",
-                    "line": None,
-                }
-            ]
-            command = decider.RecordValidation(at=int(time.time()), errors=tuple(report_errors))
+            gone = msg.input_file_gone(self.state.input_file_id)
+            command = decider.RecordValidation(at=int(time.time()), errors=(gone,))
         else:
             report = await asyncio.to_thread(
                 validate_input,

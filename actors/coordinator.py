@@ -26,6 +26,7 @@ from actors.batch_actor import BatchActorRemote
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.domain import decider
+from batches.domain import messages as msg
 from batches.domain.errors import DomainError, IdempotencyConflict, InvalidRequest, NotFound
 from batches.domain.idempotency import idempotency_digest
 from batches.domain.ids import new_batch_id, new_file_id
@@ -264,7 +265,7 @@ class Coordinator:
         self._catch_up()
         record = self.model.file(tenant, file_id)
         if record is None:
-            raise NotFound(f"No such File object: {file_id}", param="file_id")
+            raise NotFound(msg.file_not_found(file_id), param="file_id")
         return record
 
     # -- batches -----------------------------------------------------------------
@@ -276,15 +277,11 @@ class Coordinator:
         """Returns {"batch": wire, "created": bool}. No await between lookup and claim."""
         self._catch_up()
         source = self.model.file(tenant, params["input_file_id"])
-        if source is None:
+        # An unknown file does not refuse the create: as on OpenAI, the batch is created
+        # and fails validation (see _create_events), so OpenAI's clients handle it.
+        if source is not None and source["purpose"] != "batch":
             raise InvalidRequest(
-                f"Invalid input_file_id: no such file {params['input_file_id']!r}.",
-                param="input_file_id",
-                code="invalid_input_file_id",
-            )
-        if source["purpose"] != "batch":
-            raise InvalidRequest(
-                "The input file must be uploaded with purpose 'batch'.",
+                msg.input_file_wrong_purpose(),
                 param="input_file_id",
                 code="invalid_input_file_id",
             )
@@ -342,6 +339,11 @@ class Coordinator:
             for _, data in events:
                 if "expires_at" in data:
                     data["expires_at"] = create["at"] + self.settings.completion_window_s
+        if self.model.file(create["tenant"], create["input_file_id"]) is None:
+            # Created, then failed at validation in the same append: no actor needed.
+            missing = msg.input_file_not_found(create["input_file_id"])
+            failed = decider.RecordValidation(at=create["at"], errors=(missing,))
+            events += decider.decide(decider.fold(events), failed)
         return events
 
     def _wire(self, state: decider.BatchState) -> dict[str, Any]:
@@ -403,7 +405,7 @@ class Coordinator:
         self._catch_up()
         state = self.model.batch(tenant, batch_id)
         if state is None:
-            raise NotFound(f"No such Batch object: {batch_id}", param="batch_id")
+            raise NotFound(msg.batch_not_found(batch_id), param="batch_id")
         return state
 
     @returns_errors

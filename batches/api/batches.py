@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
+from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
-from batches.domain.wire import CreateBatchRequest
+from batches.domain.wire import CREATE_CHOICES, CreateBatchRequest
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -41,12 +42,7 @@ async def create_batch(request: Request, tenant: Tenant) -> Any:
     try:
         body = CreateBatchRequest.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_request"
-        raise ApiError(
-            400, f"{param}: {first['msg']}" if param else first["msg"], code, param
-        ) from exc
+        raise invalid_request_from(exc, CREATE_CHOICES) from exc
     key = resolve_idempotency_key(
         body.idempotency_key, body.idem_tok, request.headers.get("idempotency-key")
     )

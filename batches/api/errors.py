@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.results import ERROR_KEY, is_error
 from batches.domain.errors import DomainError, error_envelope, error_type
+from batches.domain.messages import parameter_error
 
 log = logging.getLogger("batchlog.api")
 
@@ -60,15 +61,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        message = first.get("msg", "Invalid request.")
-        return envelope(
-            400,
-            f"{'.'.join(loc)}: {message}" if loc else message,
-            "invalid_request",
-            ".".join(loc) or None,
-        )
+        # A bad query or path parameter, worded as OpenAI does (never pydantic's words).
+        code, message, param = parameter_error(exc.errors())
+        return envelope(400, message, code, param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:

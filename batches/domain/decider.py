@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 from batches.domain import events as ev
+from batches.domain import messages as msg
 from batches.domain.errors import InvalidRequest, InvalidTransition, NotFound
 from batches.domain.wire import (
     COMPLETION_WINDOWS,
@@ -130,7 +131,8 @@ def _validated(s: BatchState, d: Mapping[str, Any]) -> Changes:
 
 
 def _validation_failed(s: BatchState, d: Mapping[str, Any]) -> Changes:
-    errors = tuple(dict(e) for e in d["errors"])
+    # Bounded here too, so a log written before the bound existed replays small.
+    errors = tuple(msg.bound_errors(d["errors"]))
     return {"status": "failed", "errors": errors, "failed_at": d["at"]}
 
 
@@ -366,7 +368,7 @@ Command: TypeAlias = (
 
 
 def _refuse(verb: str, state: BatchState) -> InvalidTransition:
-    return InvalidTransition(f"Cannot {verb} a batch with status '{state.status}'.")
+    return InvalidTransition(msg.cannot_transition(verb, state.status))
 
 
 def _create(state: BatchState | None, c: CreateBatch) -> list[ev.Event]:
@@ -375,7 +377,9 @@ def _create(state: BatchState | None, c: CreateBatch) -> list[ev.Event]:
     window = COMPLETION_WINDOWS.get(c.completion_window)
     if window is None:
         raise InvalidRequest(
-            f"Unsupported completion_window '{c.completion_window}'.", param="completion_window"
+            msg.invalid_value(c.completion_window, list(COMPLETION_WINDOWS)),
+            param="completion_window",
+            code="invalid_value",
         )
     data: ev.BatchCreatedData = {
         "batch_id": c.batch_id,
@@ -400,15 +404,7 @@ def _record_validation(s: BatchState, c: RecordValidation) -> list[ev.Event]:
     if s.status != "validating":
         raise _refuse("record validation for", s)
     if c.errors:
-        errors = [
-            {
-                "code": e.get("code"),
-                "message": e.get("message"),
-                "param": e.get("param"),
-                "line": e.get("line"),
-            }
-            for e in c.errors
-        ]
+        errors = msg.bound_errors(c.errors)
         return [(ev.BATCH_VALIDATION_FAILED, {"errors": errors, "at": c.at})]
     return [(ev.BATCH_VALIDATED, {"model": c.model, "total": c.total, "at": c.at})]
 

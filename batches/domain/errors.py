@@ -6,7 +6,12 @@ Errors are raised as exceptions and shaped once (by the façade's handler) into
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+from batches.domain.messages import parameter_error
 
 
 def error_envelope(
@@ -103,3 +108,12 @@ class ConflictingIdempotencyKeys(DomainError):
         self, message: str, *, code: str | None = None, param: str | None = "idempotency_key"
     ) -> None:
         super().__init__(message, code=code, param=param)
+
+
+def invalid_request_from(
+    exc: ValidationError, allowed: Mapping[str, Sequence[str]] | None = None
+) -> InvalidRequest:
+    """Turn pydantic's first complaint into OpenAI's 400 naming the field, in OpenAI's
+    words (``messages.parameter_error``), never pydantic's ("Input should be ...")."""
+    code, message, param = parameter_error(exc.errors(include_url=False), allowed)
+    return InvalidRequest(message, code=code, param=param)

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from batches.domain.messages import too_many_metadata_pairs
+
 SUPPORTED_ENDPOINTS: tuple[str, ...] = (
     "/v1/chat/completions",
     "/v1/completions",
@@ -37,6 +39,12 @@ BatchStatus = Literal[
 ]
 COMPLETION_WINDOWS: dict[str, int] = {"24h": 86_400}
 """Accepted completion windows and their length in seconds (OpenAI accepts only 24h)."""
+CREATE_CHOICES: dict[str, tuple[str, ...]] = {
+    "endpoint": SUPPORTED_ENDPOINTS,
+    "completion_window": tuple(COMPLETION_WINDOWS),
+    "output_expires_after.anchor": ("created_at",),
+}
+"""The supported values named when a create parameter has another one."""
 
 MIN_EXPIRES_SECONDS = 3_600
 MAX_EXPIRES_SECONDS = 2_592_000
@@ -177,7 +185,7 @@ class CreateBatchRequest(BaseModel):
     def _metadata_pairs(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         # A field validator (not Field(max_length)) so the message names the rule.
         if value is not None and len(value) > MAX_METADATA_PAIRS:
-            raise ValueError(f"metadata may hold at most {MAX_METADATA_PAIRS} key-value pairs")
+            raise ValueError(too_many_metadata_pairs(MAX_METADATA_PAIRS, len(value)))
         return value
 
 

@@ -29,6 +29,10 @@ def line(custom_id: str = "a", **changes: object) -> bytes:
 CASES = {
     "bad_json": (line("a") + b'{"custom_id": "b", \n', {2: "invalid_json_line"}),
     "not_utf8": (line("a") + b"\xff\xfe\xfd\n", {2: "invalid_json_line"}),
+    "missing_messages": (
+        line("a") + line("b", body={"model": "fake-chat", "max_tokens": 10}),
+        {2: "invalid_request"},
+    ),
     "missing_body": (
         line("a")
         + orjson.dumps({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions"})
@@ -42,7 +46,7 @@ CASES = {
     ),
     "duplicate_id": (line("a") + line("a"), {2: "duplicate_custom_id"}),
     "mixed_models": (
-        line("a") + line("b", body={"model": "fake-embed", "messages": []}),
+        line("a") + line("b", body={"model": "fake-embed", "messages": [{"role": "user"}]}),
         {2: "mismatched_model"},
     ),
     "too_many": (chat_lines(LIMIT_REQUESTS + 1), {None: "too_many_requests"}),
@@ -110,10 +114,15 @@ def test_deleted_file(service: Service) -> None:
     assert deleted.deleted and deleted.id == source.id
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(source.id)
-    with pytest.raises(openai.BadRequestError):
-        client.batches.create(
-            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+    # As on OpenAI, the create succeeds and the batch fails validation.
+    batch = client.batches.create(
+        input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    failed = wait_for(client, batch.id, {"failed"})
+    assert failed.errors is not None
+    assert [(e.code, e.param, e.line) for e in failed.errors.data] == [
+        ("invalid_request", "file_id", None)
+    ]
 
 
 def test_files_list_filters_and_pages(service: Service) -> None:

@@ -43,11 +43,16 @@ def test_tenants_are_isolated(secured: Service) -> None:
         bob.files.content(done.output_file_id)
     with pytest.raises(openai.NotFoundError):
         bob.batches.cancel(batch.id)
-    with pytest.raises(openai.BadRequestError):  # bob cannot use alice's file
-        bob.batches.create(
-            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-    assert [b.id for b in bob.batches.list()] == []
+    # bob cannot use alice's file: his batch fails as for a file that does not exist
+    stolen = bob.batches.create(
+        input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    refused = wait_for(bob, stolen.id, {"failed"})
+    assert refused.errors is not None and refused.errors.data[0].message == (
+        f"Cannot find file {source.id}, or this tenant does not have access to it."
+    )
+    assert refused.request_counts is not None and refused.request_counts.total == 0
+    assert [b.id for b in bob.batches.list()] == [stolen.id]
     assert batch.id in [b.id for b in alice.batches.list()]
     assert source.id not in [f.id for f in bob.files.list()]
     # Keys are scoped per tenant: bob's "shared-key" is his own.

@@ -67,7 +67,11 @@ def test_valid_file() -> None:
         (req("x", url="/v1/embeddings"), "invalid_url", "url"),
         (req("x", body={"model": "m", "stream": True}), "streaming_unsupported", "body.stream"),
         (req("a"), "duplicate_custom_id", "custom_id"),
-        (req("x", body={"model": "other"}), "mismatched_model", "body.model"),
+        (req("x", body={"model": "other", "messages": []}), "mismatched_model", "body.model"),
+        (req("x", body={"model": "m"}), "invalid_request", "body.messages"),
+        (req("x", body={"model": "m", "messages": "hi"}), "invalid_request", "body.messages"),
+        (req("x", body={"model": 3, "messages": []}), "invalid_request", "body.model"),
+        (req("x" * 513), "invalid_request", "custom_id"),
     ],
 )
 def test_each_error_code_names_its_line(bad: Any, code: str, param: str | None) -> None:
@@ -79,7 +83,8 @@ def test_each_error_code_names_its_line(bad: Any, code: str, param: str | None) 
 
 
 def test_model_not_found_reported_once() -> None:
-    lines = jsonl(req("a", body={"model": "nope"}), req("b", body={"model": "nope"}))
+    nope = {"model": "nope", "messages": []}
+    lines = jsonl(req("a", body=nope), req("b", body=nope))
     error = only_error(lines)
     assert (error["code"], error["line"], error["param"]) == ("model_not_found", 1, "body.model")
 
@@ -148,3 +153,144 @@ def test_consumes_lines_lazily() -> None:
 def test_iter_requests_skips_blanks_keeps_numbers() -> None:
     lines = jsonl(req("a"), b"\n", req("b"))
     assert [(n, r["custom_id"]) for n, r in iter_requests(lines)] == [(1, "a"), (3, "b")]
+
+
+# --- per-endpoint bodies, OpenAI's recorded messages, every bad line --------------------
+
+BODIES = {
+    "/v1/chat/completions": ("messages", [{"role": "user", "content": "hi"}], "Messages"),
+    "/v1/completions": ("prompt", "Say hi", "Prompt"),
+    "/v1/embeddings": ("input", ["a", "b"], "Input"),
+    "/v1/responses": ("input", "hi", "Input"),
+    "/v1/moderations": ("input", "hi", "Input"),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(BODIES))
+def test_each_endpoint_requires_its_field_with_its_type(endpoint: str) -> None:
+    field, good, word = BODIES[endpoint]
+
+    def line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+
+    lines = jsonl(
+        line("ok", {"model": "m", field: good}),
+        line("missing", {"model": "m", "max_tokens": 10}),
+        line("wrong", {"model": "m", field: {"not": "right"}}),
+        line("null", {"model": "m", field: None}),
+    )
+    report = validate_input(lines, endpoint, known)
+    assert [(e["line"], e["code"], e["param"]) for e in report.errors] == [
+        (2, "invalid_request", f"body.{field}"),
+        (3, "invalid_request", f"body.{field}"),
+        (4, "invalid_request", f"body.{field}"),
+    ]
+    assert report.errors[0]["message"] == f"{word} parameter is required."
+    assert report.errors[1]["message"].startswith(f"Invalid type for 'body.{field}': expected")
+    assert report.errors[1]["message"].endswith("but got an object instead.")
+
+
+def test_openai_recorded_line_errors() -> None:
+    """The llama-stack/OGX suite's recordings of OpenAI, message for message."""
+    lines = jsonl(
+        req("a", body={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}),
+        req("b", body={"model": "m", "max_tokens": 10}),
+        req("c", body={"model": "m", "messages": [], "stream": True}),
+        req("d", url="/v1/embeddings"),
+        b"{invalid json here\n",
+        {k: v for k, v in req("e").items() if k != "custom_id"},
+        req("a"),
+    )
+    report = validate_input(lines, EP, known)
+    assert [(e["line"], e["code"], e["param"], e["message"]) for e in report.errors] == [
+        (1, "invalid_request", "body.model", "Model parameter is required."),
+        (2, "invalid_request", "body.messages", "Messages parameter is required."),
+        (
+            3,
+            "streaming_unsupported",
+            "body.stream",
+            "Chat Completions: Streaming is not supported in the Batch API.",
+        ),
+        (
+            4,
+            "invalid_url",
+            "url",
+            "The URL provided for this request does not match the batch endpoint.",
+        ),
+        (5, "invalid_json_line", None, "This line is not parseable as valid JSON."),
+        (
+            6,
+            "missing_required_parameter",
+            "custom_id",
+            "Missing required parameter: 'custom_id'.",
+        ),
+        (
+            7,
+            "duplicate_custom_id",
+            "custom_id",
+            "The custom_id 'a' is used more than once in this file.",
+        ),
+    ]
+
+
+def test_unknown_model_message_is_openais() -> None:
+    error = only_error(jsonl(req("a", body={"model": "nonexistent-model-xyz", "messages": []})))
+    assert error == {
+        "code": "model_not_found",
+        "line": 1,
+        "param": "body.model",
+        "message": "The provided model 'nonexistent-model-xyz' is not supported by the Batch API.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "api"),
+    [
+        ("/v1/chat/completions", "Chat Completions"),
+        ("/v1/completions", "Completions"),
+        ("/v1/embeddings", "Embeddings"),
+        ("/v1/responses", "Responses"),
+        ("/v1/moderations", "Moderations"),
+    ],
+)
+def test_streaming_names_the_endpoints_api(endpoint: str, api: str) -> None:
+    field = BODIES[endpoint][0]
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": endpoint,
+        "body": {"model": "m", field: BODIES[endpoint][1], "stream": True},
+    }
+    error = (
+        only_error(jsonl(line))
+        if endpoint == EP
+        else validate_input(jsonl(line), endpoint, known).errors[0]
+    )
+    assert error["message"] == f"{api}: Streaming is not supported in the Batch API."
+
+
+# --- issue 10 item 3: user strings echoed in errors are bounded --------------------------
+
+
+def test_echoed_values_are_cut_and_custom_id_capped() -> None:
+    huge = "x" * 100_000
+    lines = jsonl(
+        req(huge),  # over the custom_id cap: refused, not echoed
+        req("a", body={"model": huge, "messages": []}),
+        req("b"),  # another model than line 2's: both are quoted, both cut
+    )
+    report = validate_input(lines, EP, lambda m: m == "m")
+    codes = [e["code"] for e in report.errors]
+    assert codes == ["invalid_request", "model_not_found", "mismatched_model"]
+    assert "length 100000" in report.errors[0]["message"]
+    assert all(len(e["message"]) < 200 for e in report.errors)
+
+
+def test_total_size_of_errors_is_bounded() -> None:
+    # 101 lines sharing one long (but allowed) custom_id: every line after the first is a
+    # duplicate; the report stays small whatever the file holds.
+    cid = "c" * 512
+    lines = jsonl(*(req(cid) for _ in range(101)))
+    report = validate_input(lines, EP, known)
+    assert 1 <= len(report.errors) <= 100
+    assert sum(len(orjson.dumps(e)) for e in report.errors) < 64 * 1024
