@@ -7,8 +7,8 @@ import openai
 import orjson
 import pytest
 
+from batches.testing import Service
 from tests.e2e.conftest import chat_lines, upload, wait_for
-from tests.service import Service
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"
