@@ -163,7 +163,7 @@ class BatchActor:
         else:
             report = await asyncio.to_thread(
                 validate_input,
-                self.files.lines(self.state.input_file_id),
+                self.files.lines(self.state.input_file_id, limits.max_line_bytes),
                 self.state.endpoint,
                 owners.__contains__,
                 limits,

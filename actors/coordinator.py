@@ -110,6 +110,9 @@ class Coordinator:
             if batch_id not in self.model.batches:
                 # Crashed between the claim and BatchCreated: finish the create.
                 self._append(batch_stream(batch_id), self._create_events(claim["params"]))
+        removed = self.files.sweep(set(self.model.files), self.settings.orphan_file_grace_s)
+        if removed:
+            log.info("removed %d content files no event names: %s", len(removed), removed[:20])
         await self._refresh_models(force=True)
         self._admit()
         task = asyncio.get_running_loop().create_task(self._supervise())
@@ -146,7 +149,7 @@ class Coordinator:
                 max_restarts=-1,
                 max_task_retries=-1,
                 num_cpus=0,
-            ).remote(state.id, self.settings.model_dump(mode="json"))
+            ).remote(state.id, self.settings.actor_args())
             self.running[state.id] = handle
             task = asyncio.get_running_loop().create_task(self._run_batch(state.id, handle))
             self._tasks.add(task)
@@ -445,4 +448,4 @@ def get_or_create_coordinator(settings: Settings) -> Any:
         # (a create carrying an idempotency key then returns the batch it made).
         max_restarts=-1,
         max_task_retries=-1,
-    ).remote(settings.model_dump(mode="json"))
+    ).remote(settings.actor_args())

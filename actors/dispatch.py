@@ -62,6 +62,7 @@ class Dispatcher:
                     "base_delay": self.settings.retry_base_delay_s,
                     "max_delay": self.settings.retry_max_delay_s,
                 },
+                secrets_file=str(self.settings.secrets_file),
             )
         return self._upstream
 
@@ -69,9 +70,11 @@ class Dispatcher:
         return {
             "name": name,
             "base_url": url.rstrip("/"),
-            "api_key": self.settings.upstream_api_key,
+            # The key is not an actor argument: the executor reads it from secrets_file.
+            "api_key": None,
             "timeout_s": self.settings.upstream_timeout_s,
             "max_concurrency": self.settings.upstream_max_concurrency,
+            "max_response_bytes": self.settings.upstream_max_response_bytes,
         }
 
     async def models(self) -> dict[str, str]:

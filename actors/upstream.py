@@ -55,6 +55,7 @@ class UpstreamConfig:
     api_key: str | None = None
     timeout_s: float = 60.0
     max_concurrency: int = 64
+    max_response_bytes: int = 32 * 2**20
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -64,7 +65,14 @@ class UpstreamConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UpstreamConfig:
-        known = {"name", "base_url", "api_key", "timeout_s", "max_concurrency"}
+        known = {
+            "name",
+            "base_url",
+            "api_key",
+            "timeout_s",
+            "max_concurrency",
+            "max_response_bytes",
+        }
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown upstream settings: {sorted(unknown)}")
@@ -80,9 +88,21 @@ def _header_safe(value: str) -> str:
     return quote(value, safe="!#$%&'()*+,-./:;<=>?@[]^_`{|}~ ")
 
 
-def _parse_body(resp: httpx.Response) -> tuple[dict[str, Any], bool]:
+class ResponseTooLarge(Exception):
+    pass
+
+
+async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in resp.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(f"the upstream's response is larger than {limit} bytes")
+    return bytes(body)
+
+
+def _parse_body(content: bytes) -> tuple[dict[str, Any], bool]:
     """(body as a dict, whether it was a JSON object)."""
-    content = resp.content
     try:
         parsed = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -181,6 +201,8 @@ class HttpUpstream:
         while True:
             attempt += 1
             resp: httpx.Response | None = None
+            content = b""
+            final = False  # an answer that retrying cannot fix
             error = None
             async with self._sem:
                 if not started:  # the clock starts at the first attempt, not in the queue
@@ -194,7 +216,14 @@ class HttpUpstream:
                 slot = max(range(len(free)), key=free.__getitem__)
                 free[slot] -= 1
                 try:
-                    resp = await self._clients[slot].post(url, content=payload, headers=headers)
+                    # Streamed and capped: a runaway upstream cannot fill this process.
+                    client = self._clients[slot]
+                    async with client.stream("POST", url, content=payload, headers=headers) as r:
+                        content = await _read_capped(r, self.config.max_response_bytes)
+                        resp = r
+                except ResponseTooLarge as e:
+                    error = {"code": "upstream_response_too_large", "message": str(e)}
+                    final = True
                 except httpx.TimeoutException as e:
                     error = {"code": "upstream_timeout", "message": _describe(e, url)}
                 except (httpx.ConnectError, httpx.UnsupportedProtocol) as e:
@@ -212,7 +241,7 @@ class HttpUpstream:
                     or not is_retryable_status(status)
                     or attempt >= policy.max_attempts
                 ):
-                    body, ok = _parse_body(resp)
+                    body, ok = _parse_body(content)
                     status_code = status
                     if 200 <= status < 300 and not ok:
                         outcome_error = {
@@ -221,7 +250,7 @@ class HttpUpstream:
                         }
                     break
                 retry_after = resp.headers.get("retry-after")
-            elif attempt >= policy.max_attempts:
+            elif final or attempt >= policy.max_attempts:
                 if attempt > 1:
                     assert error is not None
                     error["message"] += f" (after {attempt} attempts)"
@@ -346,6 +375,14 @@ class UpstreamRouter:
 # --- the Ray actor ----------------------------------------------------------------------
 
 
+def _read_secret(path: str, name: str) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return orjson.loads(fh.read()).get(name)
+    except FileNotFoundError:
+        return None
+
+
 class UpstreamExecutor:
     """The executor actor's body: one router over ``HttpUpstream``s for the whole node.
 
@@ -361,8 +398,13 @@ class UpstreamExecutor:
         model_map: dict[str, str] | None = None,
         retry: dict[str, Any] | None = None,
         default: str | None = None,
+        secrets_file: str | None = None,
     ) -> None:
         policy = RetryPolicy(**(retry or {}))
+        if secrets_file is not None:
+            # Secrets are not actor arguments (Ray's state API shows those): read the key.
+            key = _read_secret(secrets_file, "upstream_api_key")
+            upstreams = [{**u, "api_key": u.get("api_key") or key} for u in upstreams]
         ups = [HttpUpstream(UpstreamConfig.from_dict(u), policy) for u in upstreams]
         if default is None and ups:
             names = [u.name for u in ups]

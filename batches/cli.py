@@ -54,7 +54,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the service: the REST API, the coordinator and the batch actors."""
-    from batches.serve import serve as run
+    from batches import rayauth
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(
@@ -65,6 +65,12 @@ def serve(
         upstream_api_key=upstream_api_key,
         ray_address=ray_address,
     )
+    try:
+        rayauth.prepare(settings)  # before ray is imported: Ray reads RAY_AUTH_MODE then
+    except rayauth.RayAuthRefused as exc:
+        raise SystemExit(str(exc)) from exc
+    from batches.serve import serve as run
+
     typer.echo(
         f"batchlog serving on http://{settings.host}:{settings.port}/v1 (data: {settings.data_dir})"
     )

@@ -10,8 +10,10 @@ database for clusters without a shared disk) implement the same two protocols.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -60,8 +62,13 @@ class FileStore(Protocol):
     def writer(self, file_id: str, max_bytes: int | None = None) -> FileWriter: ...
     def exists(self, file_id: str) -> bool: ...
     def size(self, file_id: str) -> int: ...
-    def lines(self, file_id: str) -> Iterator[bytes]:
-        """The file's lines, streamed: memory stays bounded by one line."""
+    def lines(self, file_id: str, max_line_bytes: int | None = None) -> Iterator[bytes]:
+        """The file's lines, streamed: memory stays bounded by one line, and by
+        max_line_bytes + 1 when given (a longer line is cut there, the rest skipped)."""
+        ...
+
+    def sweep(self, known: set[str], older_than_s: float) -> list[str]:
+        """Remove contents no event names, older than older_than_s; their ids."""
         ...
 
     def chunks(self, file_id: str, size: int = READ_CHUNK) -> Iterator[bytes]:
@@ -92,8 +99,9 @@ class DurableWriter:
         self.lines = 0
         self._last = b"\n"
         self._sha = hashlib.sha256()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fh = os.fdopen(fd, "wb")  # closed in commit/abort
 
     def write(self, chunk: bytes) -> None:
         if not chunk:
@@ -116,14 +124,19 @@ class DurableWriter:
         return self.lines + (0 if self._last == b"\n" else 1)
 
     def commit(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.final)
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self.tmp, self.final)
+        except BaseException:
+            self.abort()  # ENOSPC/EIO: no .tmp left behind, no descriptor held open
+            raise
         _fsync_dir(self.final.parent)
 
     def abort(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # closing flushes, which can fail again
+            self._fh.close()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> DurableWriter:
@@ -147,7 +160,7 @@ class LocalFileStore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.root = data_dir / "files"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def location(self, file_id: str) -> str:
         return f"files/{file_id}"
@@ -164,9 +177,36 @@ class LocalFileStore:
     def size(self, file_id: str) -> int:
         return self.path(file_id).stat().st_size
 
-    def lines(self, file_id: str) -> Iterator[bytes]:
+    def lines(self, file_id: str, max_line_bytes: int | None = None) -> Iterator[bytes]:
+        """Stream the lines of a file; memory stays bounded by one line.
+
+        With `max_line_bytes`, a longer line is never read whole: its first
+        max_line_bytes + 1 bytes stand for it (enough for the size check to refuse it)
+        and the rest is skipped in pieces."""
         with open(self.path(file_id), "rb") as fh:
-            yield from fh
+            if max_line_bytes is None:
+                yield from fh
+                return
+            while line := fh.readline(max_line_bytes + 1):
+                if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                    while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
+                yield line
+
+    def sweep(self, known: set[str], older_than_s: float) -> list[str]:
+        """Remove content files no event names (a registration that failed after the
+        bytes were written) and leftover .tmp files, once older than `older_than_s` so
+        that an upload still in flight is never touched."""
+        cutoff = time.time() - older_than_s
+        removed = []
+        for path in self.root.iterdir():
+            name = path.name.removesuffix(".tmp")
+            if (path.name.endswith(".tmp") or name not in known) and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path.name)
+        return removed
 
     def chunks(self, file_id: str, size: int = READ_CHUNK) -> Iterator[bytes]:
         with open(self.path(file_id), "rb") as fh:

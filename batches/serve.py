@@ -14,7 +14,9 @@ import ray
 import uvicorn
 
 from actors.coordinator import get_or_create_coordinator
+from batches import rayauth
 from batches.api import create_app
+from batches.api.gate import is_loopback
 from batches.client import RAY_ADDRESS_FILE
 from batches.settings import Settings
 
@@ -25,13 +27,16 @@ def init_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     if settings.ray_address is None:
-        # A local Ray of our own, on loopback only, no dashboard.
+        # A local Ray of our own, no dashboard. Its ports listen on every interface
+        # (whatever _node_ip_address says), so token auth must be on: rayauth.prepare
+        # turned it on before ray was imported; check that it took.
+        if os.environ.get(rayauth.AUTH_MODE) != "token":
+            raise rayauth.RayAuthRefused("a local Ray needs RAY_AUTH_MODE=token")
         ray.init(
             address="local",
             namespace=settings.namespace,
             include_dashboard=False,
             num_cpus=settings.ray_num_cpus,
-            _node_ip_address="127.0.0.1",
             logging_level=logging.WARNING,
             log_to_driver=True,
         )
@@ -39,8 +44,34 @@ def init_ray(settings: Settings) -> None:
         ray.init(address=settings.ray_address, namespace=settings.namespace)
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Owner-only: the data dir holds every tenant's files and the secrets file. The
+    umask also covers the log, Ray's session files and everything Ray's workers write."""
+    os.umask(0o077)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    settings.write_secrets()
+
+
+def check_exposure(settings: Settings) -> None:
+    """Anyone who reaches a keyless server is every tenant: refuse to bind a real
+    interface without keys unless BATCHLOG_ALLOW_OPEN says so, and then say it loudly."""
+    if settings.api_keys or is_loopback(settings.host):
+        return
+    if not settings.allow_open:
+        raise SystemExit(
+            f"refusing to serve {settings.host} without API keys: anyone who can reach it "
+            "could read and create every batch. Set BATCHLOG_API_KEYS=key:tenant,... "
+            "(or BATCHLOG_ALLOW_OPEN=true to serve it open anyway)."
+        )
+    log.warning(
+        "SERVING %s WITH NO API KEYS (BATCHLOG_ALLOW_OPEN): anyone who can reach this "
+        "port can read, create and delete every file and batch",
+        settings.host,
+    )
+
+
 def start_coordinator(settings: Settings) -> Any:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Drivers find this deployment's Ray from the data dir (batches.client). A local
     # Ray turns on token auth, so a joining driver must ask for it too.
     address = ray.get_runtime_context().gcs_address
@@ -53,10 +84,19 @@ def start_coordinator(settings: Settings) -> Any:
 
 
 def serve(settings: Settings) -> None:
+    check_exposure(settings)
+    prepare_data_dir(settings)
     init_ray(settings)
     try:
         coordinator = start_coordinator(settings)
         app = create_app(settings, coordinator)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            # Connections beyond this get 503 from uvicorn before any app code runs.
+            limit_concurrency=settings.max_connections,
+        )
     finally:
         ray.shutdown()

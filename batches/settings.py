@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Never passed as actor arguments (docs/security.md).
+SECRET_FIELDS = {"api_keys", "upstream_api_key"}
+ACTOR_SECRETS = ("upstream_api_key",)  # the ones an actor needs, via secrets_file
 
 
 class Settings(BaseSettings):
@@ -27,6 +32,7 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = None
     upstream_timeout_s: float = 120.0
     upstream_max_concurrency: int = 64
+    upstream_max_response_bytes: int = 32 * 2**20  # a larger answer fails its request
     # model -> upstream base URL, for models served by other upstreams than the default.
     model_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     local_models: bool | None = None  # None: on when there is no upstream
@@ -53,7 +59,21 @@ class Settings(BaseSettings):
     max_requests_per_batch: int = 50_000
     max_json_body_bytes: int = 1 * 2**20
     max_inflight_requests: int = 512
+    # Open connections uvicorn serves at once; beyond it new ones get 503 (docs/security.md).
+    max_connections: int = 1024
+    # A request body must keep arriving: at most this long between two chunks, and after
+    # the first body_timeout_s at least body_min_bytes_per_s on average, else 408.
+    body_timeout_s: float = 30.0
+    body_min_bytes_per_s: int = 1024
+
+    # HTTP Host names accepted (DNS rebinding). None: the loopback names when bound to
+    # loopback, any host otherwise; "*" accepts any.
+    trusted_hosts: Annotated[list[str] | None, NoDecode] = None
+    # Serving a non-loopback address without API keys is refused unless this is set.
+    allow_open: bool = False
     fsync: bool = True
+    # At start, content files no event names (and .tmp files) older than this go.
+    orphan_file_grace_s: float = 3600.0
     snapshot_every: int = 1_000
 
     @field_validator("api_keys", mode="before")
@@ -62,9 +82,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             keys: dict[str, str] = {}
             for pair in filter(None, (p.strip() for p in value.split(","))):
-                key, _, tenant = pair.partition(":")
-                keys[key] = tenant or key
+                # The tenant name lands in events, /events and SQL: a key without one
+                # would put the secret there, so it is refused.
+                key, _, tenant = pair.rpartition(":")
+                if not key.strip() or not tenant.strip():
+                    raise ValueError("BATCHLOG_API_KEYS entries must be key:tenant")
+                keys[key.strip()] = tenant.strip()
             return keys
+        return value
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("model_map", mode="before")
@@ -76,6 +107,31 @@ class Settings(BaseSettings):
             pairs = [p.strip() for p in value.split(",") if p.strip()]
             return dict(p.split("=", 1) for p in pairs)
         return value
+
+    def actor_args(self) -> dict[str, Any]:
+        """Settings for actor constructors: without secrets, which Ray's state API and
+        dashboard can show. Actors that need one read `secrets_file` (0600)."""
+        return self.model_dump(mode="json", exclude=SECRET_FIELDS)
+
+    def write_secrets(self) -> None:
+        """The secrets actors need, in a file only its owner can read."""
+        data = {name: getattr(self, name) for name in ACTOR_SECRETS}
+        tmp = self.secrets_file.with_name(self.secrets_file.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, self.secrets_file)
+
+    def read_secret(self, name: str) -> Any:
+        try:
+            return json.loads(self.secrets_file.read_text()).get(name)
+        except FileNotFoundError:
+            return None
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.data_dir / "secrets.json"
 
     @property
     def log_dir(self) -> Path:

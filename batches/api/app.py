@@ -4,40 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
 
 from batches.api import batches, errors, files, models
-from batches.api.errors import envelope
+from batches.api.auth import TENANT_KEY
+from batches.api.gate import Gate
 from batches.filestore import LocalFileStore
 from batches.settings import Settings
-
-
-class Backpressure:
-    """A flood gets 503 in the OpenAI envelope instead of queueing without bound.
-
-    Plain ASGI: BaseHTTPMiddleware costs a task group per request (measured in the
-    service benchmark's profile).
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            overloaded = envelope(503, "The server is overloaded; retry later.", "overloaded", None)
-            await overloaded(scope, receive, send)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
 
 
 def create_app(settings: Settings, coordinator: Any) -> FastAPI:
@@ -50,12 +24,18 @@ def create_app(settings: Settings, coordinator: Any) -> FastAPI:
     app.state.coordinator = coordinator
     app.state.files = LocalFileStore(settings.data_dir)
     errors.install(app)
-    app.add_middleware(Backpressure, limit=settings.max_inflight_requests)
+    app.add_middleware(Gate, settings=settings)
     for module in (files, batches, models):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])
-    async def health() -> Any:
-        return await coordinator.health.remote()
+    async def health(request: Request) -> Any:
+        """Without a key (when keys are configured) only the status: batch ids and
+        counts are for tenants."""
+        report: dict[str, Any] = await coordinator.health.remote()
+        status = 200 if report.get("status") == "ok" else 503
+        if request.scope.get("state", {}).get(TENANT_KEY) is None:
+            report = {"status": report.get("status")}
+        return ORJSONResponse(report, status_code=status)
 
     return app

@@ -51,6 +51,8 @@ def unwrap(result: Any) -> Any:
 
 
 def install(app: FastAPI) -> None:
+    from batches.api.gate import BodyTooSlow  # the gate imports this module
+
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> ORJSONResponse:
         return envelope(exc.status, exc.message, exc.code, exc.param, exc.headers)
@@ -58,6 +60,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> ORJSONResponse:
         return envelope(exc.http_status, exc.message, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(BodyTooSlow)
+    async def _slow(_: Request, exc: BodyTooSlow) -> ORJSONResponse:
+        message = "The request body arrived too slowly."
+        return envelope(408, message, "request_timeout", None, {"connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:

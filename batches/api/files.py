@@ -2,59 +2,80 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
+from batches.api.uploads import receive_upload
 from batches.domain.ids import new_file_id
-from batches.filestore import FileTooLarge, FileWriter
+from batches.filestore import FileTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 Tenant = Annotated[str, Depends(tenant_of)]
 PURPOSES = {"batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals"}
-COPY_CHUNK = 1 << 20
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": sorted(PURPOSES)},
+                        "expires_after[anchor]": {"type": "string"},
+                        "expires_after[seconds]": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
-def _copy(upload: UploadFile, writer: FileWriter) -> None:
-    with writer:
-        while chunk := upload.file.read(COPY_CHUNK):
-            writer.write(chunk)
-
-
-@router.post("")
-async def upload_file(
-    request: Request,
-    tenant: Tenant,
-    file: UploadFile,
-    purpose: Annotated[str, Form()],
-) -> Any:
-    if purpose not in PURPOSES:
-        raise ApiError(400, f"Invalid purpose {purpose!r}.", "invalid_purpose", "purpose")
-    if purpose != "batch":
-        raise ApiError(
-            400, "Only purpose 'batch' can be uploaded here.", "invalid_purpose", "purpose"
-        )
-    form = await request.form()
-    expires_at = _expires_at(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
+@router.post("", openapi_extra=UPLOAD_SCHEMA)
+async def upload_file(request: Request, tenant: Tenant) -> Any:
+    """The gate has authenticated the caller and checked the declared size; the file
+    part streams into its durable file with the limit enforced as bytes arrive."""
     settings = request.app.state.settings
+    store = request.app.state.files
     file_id = new_file_id()
-    writer = request.app.state.files.writer(file_id, max_bytes=settings.max_file_bytes)
     try:
-        await asyncio.to_thread(_copy, file, writer)
+        form = await receive_upload(
+            request, lambda: store.writer(file_id, max_bytes=settings.max_file_bytes)
+        )
     except FileTooLarge as exc:
         raise ApiError(400, str(exc), "file_too_large", "file") from exc
-    if writer.bytes == 0:
-        request.app.state.files.delete(file_id)
-        raise ApiError(400, "The uploaded file is empty.", "empty_file", "file")
+    writer = form.writer
+    try:
+        purpose = form.fields.get("purpose")
+        if purpose is None:
+            raise ApiError(400, "purpose: Field required", "missing_required_parameter", "purpose")
+        if purpose not in PURPOSES:
+            raise ApiError(400, f"Invalid purpose {purpose[:64]!r}.", "invalid_purpose", "purpose")
+        if purpose != "batch":
+            raise ApiError(
+                400, "Only purpose 'batch' can be uploaded here.", "invalid_purpose", "purpose"
+            )
+        if writer is None:
+            raise ApiError(400, "file: Field required", "missing_required_parameter", "file")
+        if writer.bytes == 0:
+            raise ApiError(400, "The uploaded file is empty.", "empty_file", "file")
+        expires_at = _expires_at(
+            form.fields.get("expires_after[anchor]"), form.fields.get("expires_after[seconds]")
+        )
+    except ApiError:
+        store.delete(file_id)
+        raise
     result = await request.app.state.coordinator.register_file.remote(
         tenant,
         file_id,
-        file.filename or "upload.jsonl",
+        form.filename or "upload.jsonl",
         purpose,
         writer.bytes,
         writer.sha256,

@@ -338,3 +338,18 @@ def test_executor_without_ray(fake_upstream: FakeUpstream) -> None:
             await ex.aclose()
 
     asyncio.run(main())
+
+
+def test_an_oversize_upstream_answer_fails_its_request_once(fake_upstream: FakeUpstream) -> None:
+    """The body is streamed and capped: a runaway answer is not read whole, not retried."""
+
+    async def main() -> list[dict[str, Any]]:
+        up = HttpUpstream(UpstreamConfig("fake", fake_upstream.url, max_response_bytes=64), FAST)
+        try:
+            return await up.run_chunk("/v1/chat/completions", items(1), BATCH)
+        finally:
+            await up.aclose()
+
+    (outcome,) = asyncio.run(main())
+    assert outcome["error"]["code"] == "upstream_response_too_large", outcome
+    assert outcome["attempts"] == 1 and outcome["status_code"] is None
