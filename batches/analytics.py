@@ -23,6 +23,7 @@ docs/analytics.md. No ray or fastapi here.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,8 +32,9 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from batches import analytics_store
 from batches.domain import events as ev
-from eventlog.query import EventQuery
+from eventlog.query import EventQuery, EventTail
 
 __all__ = ["VIEWS", "Analytics", "connect"]
 
@@ -98,8 +100,10 @@ _LIFECYCLE_SHAPE = orjson.dumps(
     }
 ).decode()
 
+# __SRC__: the table of events to fold; __LIFECYCLE__, __REQUESTS__, __FILES__: the
+# tables they go into (the lookups of _lifecycle and _requests see every row folded so far)
 _INSERT_LIFECYCLE = f"""
-INSERT INTO _lifecycle
+INSERT INTO __LIFECYCLE__
 SELECT substr(stream_id, {_PREFIX_LEN}), version, position, type, {_STATUS_CASE},
        recorded_at, coalesce(d.at, d.created_at), d.tenant, d.endpoint, d.input_file_id,
        d.completion_window, d.idempotency_key, data -> '$.metadata', d.created_at,
@@ -107,7 +111,7 @@ SELECT substr(stream_id, {_PREFIX_LEN}), version, position, type, {_STATUS_CASE}
        data -> '$.errors'
 FROM (
     SELECT *, json_transform(data, '{_LIFECYCLE_SHAPE}') AS d
-    FROM events
+    FROM __SRC__
     WHERE position > $lo AND position <= $hi AND {_BATCH_STREAMS} AND type NOT IN {_OUTCOMES}
 )
 """
@@ -137,12 +141,12 @@ _OUTCOME_SHAPE = orjson.dumps(
 # One row per (batch, line): a redelivered outcome that reached the log is dropped, as
 # decider.evolve ignores it. {dedupe} also drops lines already in _requests.
 _INSERT_REQUESTS = f"""
-INSERT INTO _requests
+INSERT INTO __REQUESTS__
 WITH n AS (
     SELECT substr(stream_id, {_PREFIX_LEN}) AS batch_id, version, position, recorded_at,
            type = '{ev.REQUEST_SUCCEEDED}' AS ok,
            json_transform(data, '{_OUTCOME_SHAPE}') AS d
-    FROM events
+    FROM __SRC__
     WHERE position > $lo AND position <= $hi AND {_BATCH_STREAMS} AND type IN {_OUTCOMES}
 ), info AS (
     SELECT batch_id,
@@ -191,16 +195,44 @@ _FILE_SHAPE = orjson.dumps(
 ).decode()
 
 _INSERT_FILES = f"""
-INSERT INTO _file_events
+INSERT INTO __FILES__
 SELECT position, type, recorded_at, d.file_id, d.tenant, d.filename, d.purpose, d.bytes,
        d.lines, d.sha256, d.created_at, d.expires_at, d.at
 FROM (
     SELECT *, json_transform(data, '{_FILE_SHAPE}') AS d
-    FROM events
+    FROM __SRC__
     WHERE position > $lo AND position <= $hi AND stream_id = '{ev.FILES_STREAM}'
       AND type IN ('{ev.FILE_UPLOADED}', '{ev.FILE_DELETED}')
 )
 """
+
+
+_TABLE_NAMES = ("_lifecycle", "_requests", "_file_events")
+# a checksum of the fold: a persisted file folded by other SQL is rebuilt
+_SCHEMA = zlib.crc32(
+    (_TABLES + _INSERT_LIFECYCLE + _INSERT_REQUESTS + _DEDUPE_EXISTING + _INSERT_FILES).encode()
+)
+
+
+def _fold(
+    con: duckdb.DuckDBPyConnection, src: str, lo: int, hi: int, into: tuple[str, ...]
+) -> None:
+    """Fold the events of table ``src`` (positions lo < p <= hi) into the tables ``into``
+    (lifecycle, requests, file events). The caller runs it in a transaction."""
+    params = {"lo": lo, "hi": hi}
+
+    def sql(template: str) -> str:
+        return (
+            template.replace("__SRC__", src)
+            .replace("__LIFECYCLE__", into[0])
+            .replace("__REQUESTS__", into[1])
+            .replace("__FILES__", into[2])
+        )
+
+    con.execute(sql(_INSERT_LIFECYCLE), params)
+    dedupe = _DEDUPE_EXISTING if lo > 0 else ""
+    con.execute(sql(_INSERT_REQUESTS).replace("{dedupe}", dedupe), params)
+    con.execute(sql(_INSERT_FILES), params)
 
 
 def _first(type_: str, column: str = "ts") -> str:
@@ -329,18 +361,52 @@ VIEWS: dict[str, str] = {
 
 class Analytics:
     """An in-memory DuckDB with the ``events``, ``batches``, ``requests`` and ``files``
-    views over the log in ``data_dir/log``. Read-only towards the log; takes no lock."""
+    views over the log in ``data_dir/log``. Read-only towards the log; takes no lock on it.
 
-    def __init__(self, data_dir: str | Path, *, log_dir: str | Path | None = None) -> None:
+    The typed tables come from ``data_dir/analytics/tables.duckdb`` (analytics_store.py),
+    caught up and attached read-only at connect, plus what the log has beyond it, folded
+    in memory; ``persist=False`` (or a data dir it cannot write) folds the whole log in
+    memory instead. ``events`` is read from the log on first use.
+    """
+
+    def __init__(
+        self, data_dir: str | Path, *, log_dir: str | Path | None = None, persist: bool = True
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir / "log"
         if not (self.log_dir / "segments").is_dir():
             raise FileNotFoundError(f"no event log at {self.log_dir}")
-        self._query = EventQuery(self.log_dir)
+        self._query = EventQuery(self.log_dir, lazy=True)
         self._con = self._query.connection
-        self._con.execute(_TABLES)
-        self._con.execute(_VIEWS)
+        self._tail = EventTail(self.log_dir)
         self._seen = 0  # the highest global position folded into the tables
+        base = None
+        if persist:
+            base = analytics_store.open_persisted(
+                self.data_dir,
+                self.log_dir,
+                self._con,
+                EventTail(self.log_dir),
+                lambda con, src, lo, hi: _fold(con, src, lo, hi, _TABLE_NAMES),
+                _TABLES,
+                _SCHEMA,
+            )
+        self._into: tuple[str, ...] = _TABLE_NAMES
+        if base is None:
+            self._con.execute(_TABLES)
+        else:
+            self._seen, segment, offset = base
+            self._tail.seed(segment, offset)
+            self._into = tuple(f"{name}_t" for name in _TABLE_NAMES)
+            ddl = _TABLES
+            for name, tail in zip(_TABLE_NAMES, self._into, strict=True):
+                ddl = ddl.replace(f"CREATE TABLE {name} ", f"CREATE TABLE {tail} ")
+                ddl += (
+                    f"; CREATE VIEW {name} AS SELECT * FROM {analytics_store.ATTACHED}.{name} "
+                    f"UNION ALL SELECT * FROM {tail}"
+                )
+            self._con.execute(ddl)
+        self._con.execute(_VIEWS)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -353,26 +419,21 @@ class Analytics:
         return self._seen
 
     def refresh(self) -> int:
-        """Look at the log again and fold new events into the views; returns how many."""
-        self._query.refresh()
-        # fetchall, not fetchone: a result left unfinished blocks con.sql() (DuckDB 2)
-        ((top,),) = self._con.execute("SELECT max(position) FROM events").fetchall()
-        head = int(top) if top is not None else 0
-        if head <= self._seen:
-            return 0
-        params = {"lo": self._seen, "hi": head}
-        dedupe = _DEDUPE_EXISTING if self._seen > 0 else ""
-        self._con.execute("BEGIN")
-        try:
-            self._con.execute(_INSERT_LIFECYCLE, params)
-            self._con.execute(_INSERT_REQUESTS.replace("{dedupe}", dedupe), params)
-            self._con.execute(_INSERT_FILES, params)
-            self._con.execute("COMMIT")
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        new, self._seen = head - self._seen, head
-        return new
+        """Look at the log again and fold new events into the typed tables (not the raw
+        ``events`` view: see ``_refresh_for``); returns how many."""
+        start = self._seen
+        while True:
+            hi = self._tail.fetch(self._con, self._seen, "_src")
+            if hi <= self._seen:
+                return self._seen - start
+            self._con.execute("BEGIN")
+            try:
+                _fold(self._con, "_src", self._seen, hi, self._into)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._seen = hi
 
     # -- queries ---------------------------------------------------------------------
 
@@ -383,9 +444,10 @@ class Analytics:
             names = {n.lower() for n in self._con.get_table_names(query)}
         except duckdb.Error:
             names = {"?"}
-        if names <= {"events", "_live"}:  # the view resolves to its table
+        raw = {"events", "_live"}  # the view resolves to its table
+        if names & raw or "?" in names:
             self._query.refresh()
-        else:
+        if names - raw:
             self.refresh()
 
     def query(
@@ -455,7 +517,7 @@ class Analytics:
         def rows(query: str) -> list[tuple[Any, ...]]:
             return self._con.execute(query).fetchall()
 
-        events = rows("SELECT count(*) FROM events")[0][0]
+        events = self._seen  # positions are 1..head, no gaps
         by_status = dict(
             rows(
                 "SELECT status, count(*) FROM (SELECT arg_max(status, version) "

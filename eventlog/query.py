@@ -20,6 +20,7 @@ to the log; the DuckDB database is in memory, so it locks no file either.
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def _sql_str(s: str) -> str:
 class EventQuery:
     """A DuckDB connection with an ``events`` view over the log at ``path``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, lazy: bool = False) -> None:
         self._root = Path(path)
         self._con = connect()
         # Our own statements go through a cursor (a second connection to the same in-memory
@@ -69,7 +70,10 @@ class EventQuery:
         self._work = self._con.cursor()
         self._run(_LIVE_DDL)
         self._parsed: dict[int, int] = {}  # segment first position -> offset parsed so far
-        self.refresh()
+        if lazy:  # ``events`` stays empty until the first refresh()
+            self._define_view([])
+        else:
+            self.refresh()
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -142,3 +146,69 @@ class EventQuery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EventTail:
+    """The events after a log position, one segment at a time, read incrementally: the
+    source of a projection kept by position (analytics' persisted tables).
+
+    ``fetch(con, after, table)`` fills the temporary table ``table`` (the ``events`` view's
+    columns) on ``con`` with the events after ``after`` of the first segment that has any:
+    ``read_parquet`` for a compacted sealed segment, else the segment's complete, CRC-valid
+    frames from where the previous fetch stopped (or from a ``seed``), so following the
+    log costs only what was appended. Takes no lock, writes nothing to the log.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._root = Path(path)
+        self._parsed: dict[int, int] = {}  # segment first position -> offset read up to
+        self.where = (0, 0)  # (segment, offset) just after the last frame fetched
+
+    def seed(self, segment: int, offset: int) -> None:
+        """Frames of ``segment`` before ``offset`` were fetched already (by another run)."""
+        self._parsed = {segment: offset}
+        self.where = (segment, offset)
+
+    def fetch(self, con: duckdb.DuckDBPyConnection, after: int, table: str) -> int:
+        """Fill ``table`` as above; returns the highest position in it (``after``: none)."""
+        segments = list_segments(self._root / "segments")
+        firsts = [first for first, _ in segments]
+        start = max(bisect_right(firsts, after + 1) - 1, 0)
+        for i in range(start, len(segments)):
+            first, path = segments[i]
+            sealed = i < len(segments) - 1
+            if sealed and segments[i + 1][0] - 1 <= after:
+                continue
+            pq = parquet_path(self._root, path)
+            if sealed and pq.exists():
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT stream_id, version, type, "
+                    "recorded_at, data::JSON AS data, position, event_id, "
+                    "metadata::JSON AS metadata FROM read_parquet(?) WHERE position > ?",
+                    [str(pq), after],
+                ).fetchall()
+                self._parsed[first] = path.stat().st_size
+            else:
+                got = read_segment_frames(path, first, self._parsed.get(first, 0))
+                if sealed and got.problem is not None:
+                    raise CorruptLog(str(path), got.stop, f"{got.problem} in a sealed segment")
+                self._parsed[first] = got.stop
+                frames = got.table
+                if frames.num_rows:  # skip frames wholly at or before ``after``
+                    fps = frames.column("first_position").to_pylist()
+                    frames = frames.slice(max(bisect_right(fps, after + 1) - 1, 0))
+                con.register("_tail_frames", frames)
+                try:
+                    con.execute(
+                        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {EVENT_COLUMNS} FROM ("
+                        + EXPAND_SQL.format(frames="_tail_frames")
+                        + ") WHERE position > ?",
+                        [after],
+                    ).fetchall()
+                finally:
+                    con.unregister("_tail_frames")
+            ((top,),) = con.execute(f"SELECT max(position) FROM {table}").fetchall()
+            self.where = (first, self._parsed[first])
+            if top is not None or not sealed:
+                return int(top) if top is not None else after
+        return after
