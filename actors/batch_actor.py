@@ -27,10 +27,11 @@ from batches.domain import decider
 from batches.domain import messages as msg
 from batches.domain.errors import DomainError
 from batches.domain.executor import WorkItem, make_outcome
-from batches.domain.outputs import encode_line, output_line, unfinished_line
+from batches.domain.outputs import encode_line, unfinished_line
 from batches.domain.validation import ValidationLimits, iter_requests, validate_input
 from batches.filestore import FileStore, LocalFileStore
 from batches.readmodel import batch_stream
+from batches.results import recorded_lines
 from batches.settings import Settings
 from eventlog import EventStore, NewEvent
 
@@ -275,19 +276,14 @@ class BatchActor:
         Returns (lines, bytes, sha256) of the output file and of the error file."""
         out_n = err_n = 0
         with self.files.writer(out_id) as out, self.files.writer(err_id) as err:
-            start = 1
-            while True:
-                page = self.store.read(self.stream, from_version=start, limit=2_000)
-                if not page:
-                    break
-                for event in page:
-                    if event.type == "RequestSucceeded":
-                        out.write(encode_line(output_line(event.data)))
-                        out_n += 1
-                    elif event.type == "RequestFailed":
-                        err.write(encode_line(output_line(event.data)))
-                        err_n += 1
-                start = page[-1].version + 1
+            # The same reader serves partial results, so those lines match these.
+            for kind, encoded in recorded_lines(self.store, self.stream):
+                if kind == "output":
+                    out.write(encoded)
+                    out_n += 1
+                else:
+                    err.write(encoded)
+                    err_n += 1
             if unfinished_reason is not None and self.state.total:
                 for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
                     if not decider.is_done(self.state, line):

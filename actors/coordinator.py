@@ -32,6 +32,7 @@ from batches.domain.idempotency import idempotency_digest
 from batches.domain.ids import new_batch_id, new_file_id
 from batches.filestore import FileStore, LocalFileStore
 from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
+from batches.results import Kind, results_page
 from batches.settings import Settings
 from batches.wirefmt import batch_to_wire, file_to_wire
 from eventlog import EventStore, NewEvent
@@ -398,11 +399,33 @@ class Coordinator:
                 "version": e.version,
                 "type": e.type,
                 "recorded_at": e.recorded_at,
+                "position": e.position,
                 "data": e.data,
             }
             for e in events[:limit]
         ]
         return _page(data, len(events) > limit)
+
+    @returns_errors
+    async def batch_results(
+        self, tenant: str, batch_id: str, kind: Kind, from_version: int, skip: int, limit: int
+    ) -> dict[str, Any]:
+        """A bounded step of the partial-results extension (batches/results.py)."""
+        state = self._batch(tenant, batch_id)
+        page = results_page(
+            self.store,
+            batch_stream(batch_id),
+            kind,
+            from_version,
+            skip,
+            limit,  # type: ignore[arg-type]
+        )
+        return {
+            "lines": page.lines,
+            "skipped": page.skipped,
+            "next_version": page.next_version,
+            "status": state.status,
+        }
 
     def _batch(self, tenant: str, batch_id: str) -> decider.BatchState:
         self._catch_up()

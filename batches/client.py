@@ -159,6 +159,15 @@ class BatchlogClient:
                     raise TimeoutError(f"{batch_id} is still {batch['status']}")
                 time.sleep(poll_s)
 
+    def watch(
+        self, batch_id: str, url: str, api_key: str | None = None, progress: bool = True
+    ) -> dict[str, Any]:
+        """Like ``wait``, fed by the service's event stream at ``url`` (…/v1), not by
+        polling: see batches/watch.py."""
+        from batches.watch import watch
+
+        return watch(url, batch_id, api_key=api_key, progress=progress)
+
     def results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every output line, then every error line, streamed from the files."""
         batch = self.get(batch_id)

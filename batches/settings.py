@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     fsync: bool = True
     # At start, content files no event names (and .tmp files) older than this go.
     orphan_file_grace_s: float = 3600.0
+
+    # Live progress (docs/live.md): SSE heartbeat while idle, and how often a stream
+    # looks for new events.
+    sse_heartbeat_s: float = 15.0
+    sse_poll_s: float = 0.25
     snapshot_every: int = 1_000
 
     @field_validator("api_keys", mode="before")

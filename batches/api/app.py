@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import ORJSONResponse
 
-from batches.api import batches, errors, files, models
+from batches.api import batches, errors, files, live, models
 from batches.api.auth import TENANT_KEY
 from batches.api.gate import Gate
 from batches.filestore import LocalFileStore
@@ -25,7 +25,7 @@ def create_app(settings: Settings, coordinator: Any) -> FastAPI:
     app.state.files = LocalFileStore(settings.data_dir)
     errors.install(app)
     app.add_middleware(Gate, settings=settings)
-    for module in (files, batches, models):
+    for module in (files, batches, live, models):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 
+from batches.api import live
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
 from batches.domain.errors import invalid_request_from
@@ -78,7 +79,14 @@ async def batch_events(
     batch_id: str,
     after: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Not part of OpenAI's API: every event of the batch in order, paged by version."""
+    """Not part of OpenAI's API: every event of the batch in order, paged by version;
+    with ``stream=true`` as Server-Sent Events (batches/api/live.py, docs/live.md)."""
+    if stream:
+        return await live.event_stream(
+            request, tenant, batch_id, live.resume_point(after, last_event_id)
+        )
     coordinator = request.app.state.coordinator
     return unwrap(await coordinator.batch_events.remote(tenant, batch_id, after, limit))

@@ -43,6 +43,10 @@ BATCH_EVENT_TYPES: frozenset[str] = frozenset(
     }
 )
 OUTCOME_EVENT_TYPES: frozenset[str] = frozenset({REQUEST_SUCCEEDED, REQUEST_FAILED})
+# The last event of a batch's stream: after it the stream never grows.
+TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(
+    {BATCH_VALIDATION_FAILED, BATCH_COMPLETED, BATCH_CANCELLED, BATCH_EXPIRED}
+)
 
 # Files stream events.
 FILE_UPLOADED = "FileUploaded"
