@@ -13,6 +13,7 @@ concurrent creates with one key cannot race: asyncio runs one of them at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,20 +28,27 @@ from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.domain import decider
 from batches.domain import messages as msg
-from batches.domain.errors import DomainError, IdempotencyConflict, InvalidRequest, NotFound
+from batches.domain.errors import (
+    DomainError,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    StorageUnavailable,
+)
 from batches.domain.idempotency import idempotency_digest
 from batches.domain.ids import new_batch_id, new_file_id
-from batches.filestore import FileStore, LocalFileStore
+from batches.filestore import FileStore, LocalFileStore, free_bytes
 from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
 from batches.results import Kind, results_page
 from batches.settings import Settings
 from batches.wirefmt import batch_to_wire, file_to_wire
-from eventlog import EventStore, NewEvent
+from eventlog import EventStore, NewEvent, StoreFailed
 from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
+RECOVER_FREE = 1 << 20  # reopen a failed store only once the disk has this much room
 COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
 T = TypeVar("T")
 
@@ -73,6 +81,7 @@ class Coordinator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._models: tuple[float, dict[str, str]] = (0.0, {})
         self._started: asyncio.Task[dict[str, Any]] | None = None
+        self.fault: str | None = None  # a failed log write, until the store is reopened
         self._catch_up()
 
     # -- the log -----------------------------------------------------------------
@@ -88,12 +97,38 @@ class Coordinator:
     def _append(self, stream: str, events: list[tuple[str, dict[str, Any]]]) -> None:
         if not events:
             return
-        self.store.append(
-            stream,
-            [NewEvent(t, d) for t, d in events],
-            expected_version=self.store.version(stream),
-        )
+        if self.fault is not None and not self._recover_store():
+            raise StorageUnavailable(msg_storage(self.fault))
+        try:
+            self.store.append(
+                stream,
+                [NewEvent(t, d) for t, d in events],
+                expected_version=self.store.version(stream),
+            )
+        except (StoreFailed, OSError) as exc:
+            # The store failed closed: nothing of this append is acknowledged. It is
+            # reopened (recovery drops any torn tail) once the disk has room again.
+            self.fault = str(exc)
+            log.error("event log write failed; refusing writes until it recovers: %s", exc)
+            raise StorageUnavailable(msg_storage(self.fault)) from exc
         self._catch_up()
+
+    def _recover_store(self) -> bool:
+        """Reopen the store after a failed write, if the disk has room again."""
+        if free_bytes(self.settings.data_dir) < max(self.settings.min_free_bytes, RECOVER_FREE):
+            return False
+        try:
+            with contextlib.suppress(Exception):
+                self.store.close()
+            self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        except Exception:
+            log.exception("reopening the event log failed; still refusing writes")
+            return False
+        log.warning("event log reopened after the fault (%s); writes accepted again", self.fault)
+        self.fault = None
+        self._catch_up()
+        self._finish_half_creates()
+        return True
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -107,10 +142,7 @@ class Coordinator:
     async def _start(self) -> dict[str, Any]:
         """Finish half-done creates, resume every non-terminal batch, start supervising."""
         self._catch_up()
-        for batch_id, claim in self.model.claims.items():
-            if batch_id not in self.model.batches:
-                # Crashed between the claim and BatchCreated: finish the create.
-                self._append(batch_stream(batch_id), self._create_events(claim["params"]))
+        self._finish_half_creates()
         removed = self.files.sweep(set(self.model.files), self.settings.orphan_file_grace_s)
         if removed:
             log.info("removed %d content files no event names: %s", len(removed), removed[:20])
@@ -120,12 +152,20 @@ class Coordinator:
         self._tasks.add(task)
         return {"batches": len(self.model.batches), "active": len(self.model.active_batches())}
 
+    def _finish_half_creates(self) -> None:
+        for batch_id, claim in list(self.model.claims.items()):
+            if batch_id not in self.model.batches:
+                # Crashed (or a write failed) between the claim and BatchCreated: finish it.
+                self._append(batch_stream(batch_id), self._create_events(claim["params"]))
+
     async def _supervise(self) -> None:
         rounds = 0
         while True:
             await asyncio.sleep(1.0)
             rounds += 1
             try:
+                if self.fault is not None and not self._recover_store():
+                    continue
                 self._catch_up()
                 self._expire_queued()
                 self._admit()
@@ -436,6 +476,8 @@ class Coordinator:
 
     @returns_errors
     async def health(self) -> dict[str, Any]:
+        if self.fault is not None:
+            return {"status": "faulted", "error": msg_storage(self.fault)}
         return {
             "status": "ok",
             "position": self.model.position,
@@ -445,6 +487,10 @@ class Coordinator:
 
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())
+
+
+def msg_storage(fault: str) -> str:
+    return f"The server could not write to its storage ({fault}); nothing was changed. Retry later."
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -80,6 +80,12 @@ class FileStore(Protocol):
         ...
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer can still use on path's filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

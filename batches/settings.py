@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # Serving a non-loopback address without API keys is refused unless this is set.
     allow_open: bool = False
     fsync: bool = True
+    # Uploads and creates are refused (507) when the data dir's disk has less free space.
+    min_free_bytes: int = 256 * 2**20
     # At start, content files no event names (and .tmp files) older than this go.
     orphan_file_grace_s: float = 3600.0
 

@@ -82,7 +82,11 @@ async def upload_file(request: Request, tenant: Tenant) -> Any:
         writer.line_count,
         expires_at,
     )
-    return unwrap(result)
+    try:
+        return unwrap(result)
+    except ApiError:
+        store.delete(file_id)  # not recorded (e.g. the log refused the write): no orphan
+        raise
 
 
 def _expires_at(anchor: Any, seconds: Any) -> int | None:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batches.api.auth import TENANT_KEY, KeyRing
 from batches.api.errors import ApiError, envelope
+from batches.filestore import free_bytes
 from batches.settings import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -25,6 +26,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 HEALTH_PATH = "/health"
 UPLOAD_PATH = "/v1/files"
+CREATE_PATH = "/v1/batches"
 # Room for the multipart boundaries and part headers around an upload's file bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -107,6 +109,8 @@ class Gate:
         return tenant
 
     def _check_body(self, path: str, headers: Headers) -> None:
+        if path in (UPLOAD_PATH, CREATE_PATH):
+            self._check_free_space()
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         length = headers.get("content-length")
         has_body = "transfer-encoding" in headers or (length is not None and length != "0")
@@ -133,6 +137,18 @@ class Gate:
         limit = self.settings.max_json_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+
+    def _check_free_space(self) -> None:
+        """Refuse new uploads and creates before the disk is full, while the log can
+        still record the batches already running."""
+        floor = self.settings.min_free_bytes
+        if floor > 0 and free_bytes(self.settings.data_dir) < floor:
+            raise ApiError(
+                507,
+                f"The server has less than {floor} bytes of free disk space; uploads and "
+                "new batches are refused until space is freed.",
+                "insufficient_storage",
+            )
 
     def _paced(self, receive: Receive) -> Receive:
         """`receive`, but the body must keep coming: at most body_timeout_s between

@@ -117,3 +117,15 @@ def invalid_request_from(
     words (``messages.parameter_error``), never pydantic's ("Input should be ...")."""
     code, message, param = parameter_error(exc.errors(include_url=False), allowed)
     return InvalidRequest(message, code=code, param=param)
+
+
+class StorageUnavailable(DomainError):
+    """The event log or the disk refused a write (ENOSPC, EIO): nothing was changed.
+    The service reopens its store once the fault clears (docs/recovery.md)."""
+
+    default_code = "storage_unavailable"
+    http_status = 503
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "5"}
