@@ -9,6 +9,7 @@ from .errors import (
     InvalidStreamId,
     SerializationError,
     StoreFailed,
+    StoreUnavailable,
     WrongExpectedVersion,
 )
 from .model import NewEvent, RecordedEvent, Snapshot
@@ -26,5 +27,6 @@ __all__ = [
     "SerializationError",
     "Snapshot",
     "StoreFailed",
+    "StoreUnavailable",
     "WrongExpectedVersion",
 ]

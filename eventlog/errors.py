@@ -39,3 +39,11 @@ class InvalidStreamId(EventLogError, ValueError):
 
 class SerializationError(EventLogError, ValueError):
     """Event data (or a snapshot state) that cannot be stored as JSON."""
+
+
+class StoreUnavailable(EventLogError):
+    """The store's server could not be reached (or the connection broke mid-call).
+
+    For an append: it may or may not have been stored; retrying with the same expected
+    version is safe (a stored first attempt makes the retry WrongExpectedVersion).
+    """

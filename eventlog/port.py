@@ -72,7 +72,11 @@ class EventLog(Protocol):
 
 
 if TYPE_CHECKING:  # mypy proves each backend matches the port (no runtime import cycle)
+    from .postgres import PostgresEventStore
     from .store import EventStore
 
     def _file_store_is_an_event_log(store: EventStore) -> EventLog:
+        return store
+
+    def _postgres_store_is_an_event_log(store: PostgresEventStore) -> EventLog:
         return store

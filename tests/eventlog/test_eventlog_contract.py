@@ -1,6 +1,8 @@
 """The store's contract: replay, versions, global order, bad input, snapshots.
 
-Written against ``open_store`` only, so another backend can run the same tests.
+Written against ``open_log`` (conftest.py), so they run on every backend: the file store
+and PostgreSQL. The few tests about the file layout (segments, snapshot files,
+compaction) use ``open_store``, the file store alone.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import snapshot_files
 
 from eventlog import (
-    EventStore,
+    EventLog,
     InvalidStreamId,
     NewEvent,
     SerializationError,
@@ -25,7 +26,7 @@ def ev(i: int, type: str = "Happened") -> NewEvent:
     return NewEvent(type, {"i": i, "text": "x" * 20}, {"source": "test"})
 
 
-def fill(store: EventStore, stream: str, n: int) -> None:
+def fill(store: EventLog, stream: str, n: int) -> None:
     for i in range(n):
         store.append(stream, [ev(i + 1)], i)
 
@@ -33,8 +34,8 @@ def fill(store: EventStore, stream: str, n: int) -> None:
 # 1. replay cases -------------------------------------------------------------------------
 
 
-def test_replay_all_from_to_limit(open_store):
-    s = open_store()
+def test_replay_all_from_to_limit(open_log):
+    s = open_log()
     fill(s, "s-1", 10)
     assert [e.version for e in s.read("s-1")] == list(range(1, 11))
     assert [e.data["i"] for e in s.read("s-1")] == list(range(1, 11))
@@ -48,16 +49,16 @@ def test_replay_all_from_to_limit(open_store):
     assert [e.version for e in s.read("s-1", 9, 100)] == [9, 10]
 
 
-def test_unknown_stream_reads_empty_and_version_zero(open_store):
-    s = open_store()
+def test_unknown_stream_reads_empty_and_version_zero(open_log):
+    s = open_log()
     fill(s, "known", 2)
     assert s.read("unknown") == []
     assert s.version("unknown") == 0
     assert s.load_snapshot("unknown") is None
 
 
-def test_replay_inside_groups(open_store):
-    s = open_store()
+def test_replay_inside_groups(open_log):
+    s = open_log()
     s.append("g", [ev(i) for i in range(1, 6)], 0)
     s.append("g", [ev(i) for i in range(6, 9)], 5)
     assert [e.version for e in s.read("g", 3, 7)] == [3, 4, 5, 6, 7]
@@ -65,8 +66,8 @@ def test_replay_inside_groups(open_store):
     assert [e.position for e in s.read("g")] == list(range(1, 9))
 
 
-def test_recorded_fields(open_store):
-    s = open_store()
+def test_recorded_fields(open_log):
+    s = open_log()
     s.append("a", [NewEvent("T", {"k": [1, "two", None]}), NewEvent("U", {}, {"m": 1})], 0)
     one, two = s.read("a")
     assert (one.stream_id, one.version, one.type, one.data, one.metadata) == (
@@ -112,11 +113,31 @@ def test_highest_version_never_goes_down(open_store, log_dir):
     assert [e.version for e in s3.read("h")] == list(range(1, 9))
 
 
+def test_highest_version_never_goes_down_across_reopen(open_log):
+    s = open_log()
+    fill(s, "h", 5)
+    seen = [s.version("h")]
+    with pytest.raises(WrongExpectedVersion):
+        s.append("h", [ev(0)], 3)
+    seen.append(s.version("h"))
+    s.save_snapshot("h", 5, {"n": 5})
+    seen.append(s.version("h"))
+    s.close()
+    s2 = open_log()
+    seen.append(s2.version("h"))
+    for i in range(3):
+        s2.append("h", [ev(i)], 5 + i)
+        seen.append(s2.version("h"))
+    seen.append(open_log().version("h"))
+    assert seen == sorted(seen) and seen[-1] == 8
+    assert [e.version for e in s2.read("h")] == list(range(1, 9))
+
+
 # 4/5. expected versions, zombies ---------------------------------------------------------
 
 
-def test_wrong_expected_version_names_stream_expected_actual(open_store):
-    s = open_store()
+def test_wrong_expected_version_names_stream_expected_actual(open_log):
+    s = open_log()
     fill(s, "w", 3)
     with pytest.raises(WrongExpectedVersion) as ei:
         s.append("w", [ev(9)], 1)
@@ -126,11 +147,11 @@ def test_wrong_expected_version_names_stream_expected_actual(open_store):
         s.append("new", [ev(1)], 1)
 
 
-def test_zombie_handle_is_refused(open_store, log_dir):
-    old = open_store()
+def test_zombie_handle_is_refused(open_log):
+    old = open_log()
     fill(old, "batch-1", 2)
     assert old.version("batch-1") == 2
-    new = open_store(log_dir)  # a new incarnation takes over the stream
+    new = open_log()  # a new incarnation takes over the stream
     new.append("batch-1", [ev(3)], 2)
     # the old incarnation still believes version 2 from its own decisions
     with pytest.raises(WrongExpectedVersion):
@@ -139,14 +160,14 @@ def test_zombie_handle_is_refused(open_store, log_dir):
     assert [e.data["i"] for e in old.read("batch-1")] == [1, 2, 3]
 
 
-def test_empty_group_checks_version_and_writes_nothing(open_store, log_dir):
-    s = open_store()
+def test_empty_group_checks_version_and_writes_nothing(open_log):
+    s = open_log()
     fill(s, "e", 1)
-    before = snapshot_files(log_dir)
+    before = open_log.state()
     assert s.append("e", [], 1) == 1
     with pytest.raises(WrongExpectedVersion):
         s.append("e", [], 0)
-    assert snapshot_files(log_dir) == before
+    assert open_log.state() == before
 
 
 # bad input changes nothing ---------------------------------------------------------------
@@ -173,14 +194,14 @@ def test_empty_group_checks_version_and_writes_nothing(open_store, log_dir):
         lambda s: s.save_snapshot("ok", 2, {"x": {1, 2}}),
     ],
 )
-def test_bad_input_raises_and_changes_nothing(open_store, log_dir, call):
-    s = open_store()
+def test_bad_input_raises_and_changes_nothing(open_log, call):
+    s = open_log()
     fill(s, "ok", 2)
     s.save_snapshot("ok", 1, {"n": 1})
-    before = snapshot_files(log_dir)
+    before = open_log.state()
     with pytest.raises((WrongExpectedVersion, InvalidStreamId, SerializationError, ValueError)):
         call(s)
-    assert snapshot_files(log_dir) == before
+    assert open_log.state() == before
     assert s.version("ok") == 2
     assert s.append("ok", [ev(3)], 2) == 3  # and the store still works
 
@@ -193,8 +214,8 @@ def test_error_classes():
     assert issubclass(InvalidStreamId, ValueError) and issubclass(SerializationError, ValueError)
 
 
-def test_stream_id_alphabet(open_store):
-    s = open_store()
+def test_stream_id_alphabet(open_log):
+    s = open_log()
     for sid in ["a", "A-Z_0.9:x", "batch-batch_abc123", "x" * 200, "..", "."]:
         assert s.append(sid, [ev(1)], 0) == 1
     assert len(s.streams()) == 6
@@ -203,8 +224,8 @@ def test_stream_id_alphabet(open_store):
 # global order ---------------------------------------------------------------------------
 
 
-def test_read_all_head_streams(open_store):
-    s = open_store()
+def test_read_all_head_streams(open_log):
+    s = open_log()
     assert s.head() == 0 and s.read_all() == [] and s.streams() == []
     s.append("batch-a", [ev(1), ev(2)], 0)
     s.append("files", [ev(3)], 0)
@@ -236,9 +257,9 @@ def test_segments_rotate_and_reads_cross_them(open_store, log_dir):
     assert s2.head() == 40
 
 
-def test_second_handle_sees_other_writes(open_store, log_dir):
-    a = open_store()
-    b = open_store(log_dir)
+def test_second_handle_sees_other_writes(open_log):
+    a = open_log()
+    b = open_log()
     a.append("x", [ev(1)], 0)
     assert b.version("x") == 1 and b.head() == 1
     b.append("y", [ev(2)], 0)
@@ -249,8 +270,8 @@ def test_second_handle_sees_other_writes(open_store, log_dir):
 # 6. concurrency from threads ---------------------------------------------------------------
 
 
-def test_100_streams_from_threads(open_store):
-    s = open_store(segment_bytes=64 * 1024)
+def test_100_streams_from_threads(open_log):
+    s = open_log(segment_bytes=64 * 1024)
     n_streams, per_stream, group = 100, 6, 3
     errors: list[BaseException] = []
 
@@ -284,8 +305,8 @@ def test_100_streams_from_threads(open_store):
         assert [e.data["g"] for e in chunk] == list(range(group))
 
 
-def test_threads_racing_on_one_stream(open_store):
-    s = open_store()
+def test_threads_racing_on_one_stream(open_log):
+    s = open_log()
     results: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -316,8 +337,8 @@ def fold(events) -> dict:
     return state
 
 
-def test_snapshot_plus_tail_equals_full_replay(open_store, log_dir):
-    s = open_store()
+def test_snapshot_plus_tail_equals_full_replay(open_log):
+    s = open_log()
     fill(s, "snap", 7)
     s.save_snapshot("snap", 4, fold(s.read("snap", to_version=4)))
     fill_more = [s.append("snap", [ev(i)], i - 1) for i in range(8, 11)]
@@ -329,7 +350,7 @@ def test_snapshot_plus_tail_equals_full_replay(open_store, log_dir):
         state = {"n": state["n"] + 1, "sum": state["sum"] + e.data["i"]}
     assert state == fold(s.read("snap"))
     s.save_snapshot("snap", 10, state)  # replaces the old one
-    assert open_store(log_dir).load_snapshot("snap") == Snapshot("snap", 10, state)
+    assert open_log().load_snapshot("snap") == Snapshot("snap", 10, state)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "other-stream"])
@@ -366,10 +387,10 @@ def test_snapshot_tmp_leftovers_are_ignored(open_store, log_dir):
     assert s.load_snapshot("t") == Snapshot("t", 2, {"ok": True})
 
 
-def test_closed_store_refuses(open_store):
+def test_closed_store_refuses(open_log):
     from eventlog import EventLogError
 
-    s = open_store()
+    s = open_log()
     s.close()
     with pytest.raises(EventLogError):
         s.append("a", [ev(1)], 0)
