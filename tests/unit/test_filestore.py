@@ -13,10 +13,22 @@ import pytest
 from batches.filestore import FileStore, FileTooLarge, FileWriter, LocalFileStore
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FileStore]:
     if request.param == "local":
         yield LocalFileStore(tmp_path / "data")
+    else:
+        import psycopg
+
+        from batches.pgfilestore import PgFileStore
+
+        url = request.getfixturevalue("pg_server").url
+        schema = f"files_{tmp_path.name.lower().replace('-', '_')[-30:]}"
+        pg = PgFileStore(url, schema=schema)
+        yield pg
+        pg.close()
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_backends_implement_the_port(store: FileStore) -> None:
@@ -66,6 +78,40 @@ def test_rewrite_replaces_and_delete_is_idempotent(store: FileStore) -> None:
     store.delete("file-a")
     store.delete("file-a")
     assert not store.exists("file-a")
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 5, 6, 9])
+def test_long_lines_are_cut_at_the_limit_plus_one(store: FileStore, limit: int) -> None:
+    content = b"abcd\n" + b"x" * 10 + b"\n" + b"ef\n" + b"y" * 7
+    with store.writer("file-a") as w:
+        w.write(content)
+    import io
+
+    expected = []  # the reference: LocalFileStore's readline() semantics
+    fh = io.BytesIO(content)
+    while line := fh.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        expected.append(line)
+    assert list(store.lines("file-a", max_line_bytes=limit)) == expected
+
+
+def test_pieces_cross_line_boundaries(store: FileStore) -> None:
+    from batches.pgfilestore import PIECE
+
+    line = b"z" * 1000 + b"\n"
+    n = (3 * PIECE) // len(line) + 1  # a little over three stored pieces
+    with store.writer("file-a") as w:
+        for _ in range(n):
+            w.write(line)
+    assert store.size("file-a") == n * len(line)
+    got = 0
+    for x in store.lines("file-a"):
+        assert x == line
+        got += 1
+    assert got == n
+    assert sum(len(c) for c in store.chunks("file-a", size=PIECE // 3)) == n * len(line)
 
 
 def test_local_location_is_relative_to_the_data_dir(tmp_path: Path) -> None:
