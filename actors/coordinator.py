@@ -41,6 +41,7 @@ from batches.filestore import FileStore, LocalFileStore, free_bytes
 from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
 from batches.results import Kind, results_page
 from batches.settings import Settings
+from batches.timeline import timeline_page
 from batches.wirefmt import batch_to_wire, file_to_wire
 from eventlog import EventStore, NewEvent, StoreFailed
 from eventlog.compaction import compact
@@ -429,22 +430,9 @@ class Coordinator:
         self, tenant: str, batch_id: str, after: int | None, limit: int
     ) -> dict[str, Any]:
         self._batch(tenant, batch_id)
-        events = self.store.read(
-            batch_stream(batch_id), from_version=(after or 0) + 1, limit=limit + 1
-        )
-        data = [
-            {
-                "id": f"{batch_id}:{e.version}",
-                "object": "batch.event",
-                "version": e.version,
-                "type": e.type,
-                "recorded_at": e.recorded_at,
-                "position": e.position,
-                "data": e.data,
-            }
-            for e in events[:limit]
-        ]
-        return _page(data, len(events) > limit)
+        # The batch's events, then its webhook delivery's (batches/timeline.py).
+        data, has_more = timeline_page(self.store, batch_id, after or 0, limit)
+        return _page(data, has_more)
 
     @returns_errors
     async def batch_results(

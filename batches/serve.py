@@ -14,6 +14,7 @@ import ray
 import uvicorn
 
 from actors.coordinator import get_or_create_coordinator
+from actors.webhooks import get_or_create_webhook_sender
 from batches import rayauth
 from batches.api import create_app
 from batches.api.gate import is_loopback
@@ -83,13 +84,27 @@ def start_coordinator(settings: Settings) -> Any:
     return coordinator
 
 
+def start_webhooks(settings: Settings) -> Any:
+    """The webhook sender (actors/webhooks.py), when a webhook is configured."""
+    if not settings.webhooks_on:
+        return None
+    if settings.webhook_url and not settings.webhook_secret:
+        raise SystemExit("BATCHLOG_WEBHOOK_URL needs BATCHLOG_WEBHOOK_SECRET (whsec_...)")
+    sender = get_or_create_webhook_sender(settings)
+    log.info("webhook sender: %s", ray.get(sender.status.remote()))
+    return sender
+
+
 def serve(settings: Settings) -> None:
     check_exposure(settings)
     prepare_data_dir(settings)
     init_ray(settings)
     try:
         coordinator = start_coordinator(settings)
+        # Held for the server's life: Ray ends an actor once no handle to it is left.
+        sender = start_webhooks(settings)
         app = create_app(settings, coordinator)
+        app.state.webhooks = sender
         uvicorn.run(
             app,
             host=settings.host,

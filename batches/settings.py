@@ -10,9 +10,15 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batches.webhooks import check_secret, parse_tenant_webhooks
+
 # Never passed as actor arguments (docs/security.md).
-SECRET_FIELDS = {"api_keys", "upstream_api_key"}
-ACTOR_SECRETS = ("upstream_api_key",)  # the ones an actor needs, via secrets_file
+SECRET_FIELDS = {"api_keys", "upstream_api_key", "webhook_secret", "tenant_webhooks"}
+ACTOR_SECRETS = (
+    "upstream_api_key",
+    "webhook_secret",
+    "tenant_webhooks",
+)  # the ones an actor needs, via secrets_file
 
 
 class Settings(BaseSettings):
@@ -81,6 +87,15 @@ class Settings(BaseSettings):
     # looks for new events.
     sse_heartbeat_s: float = 15.0
     sse_poll_s: float = 0.25
+
+    # Webhooks (docs/webhooks.md): the deployment's, and per tenant "tenant=url|secret,...".
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    tenant_webhooks: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_max_delay_s: float = 3_600.0
+    webhook_retry_period_s: float = 72 * 3_600.0
+    webhook_timeout_s: float = 10.0
     snapshot_every: int = 1_000
 
     @field_validator("api_keys", mode="before")
@@ -97,6 +112,20 @@ class Settings(BaseSettings):
                 keys[key.strip()] = tenant.strip()
             return keys
         return value
+
+    @field_validator("tenant_webhooks", mode="before")
+    @classmethod
+    def _parse_tenant_webhooks(cls, value: Any) -> Any:
+        return parse_tenant_webhooks(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret(value)
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.webhook_url or self.tenant_webhooks)
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod
