@@ -37,7 +37,7 @@ from batches.domain.webhooks import (
 )
 from batches.settings import Settings
 from batches.webhooks import route_for, signed_headers
-from eventlog import EventStore, NewEvent, WrongExpectedVersion
+from eventlog import EventStore, NewEvent, StoreFailed, WrongExpectedVersion
 
 log = logging.getLogger("batchlog.webhooks")
 WEBHOOKS_NAME = names.COORDINATOR + "-webhooks"
@@ -60,6 +60,7 @@ class WebhookSender:
         self.outbox = Outbox()
         self.in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._store_failed = False
         self.delivered = 0
         self._thread = threading.Thread(target=self._main, name="webhooks", daemon=True)
         self._thread.start()
@@ -81,10 +82,21 @@ class WebhookSender:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             while True:
                 try:
+                    if self._store_failed:
+                        raise StoreFailed("an attempt's append failed")
                     self._catch_up()
                     self._enable_once()
                     self._queue_ended()
                     self._send_due(client)
+                except StoreFailed:  # a write failed (disk full, EIO): reopen, go on
+                    log.exception("webhook sender's store failed; reopening it")
+                    with contextlib.suppress(Exception):
+                        self.store.close()
+                    with contextlib.suppress(Exception):
+                        self.store = EventStore.open(
+                            self.settings.log_dir, fsync=self.settings.fsync
+                        )
+                        self._store_failed = False
                 except Exception:  # keep delivering whatever one round hit
                     log.exception("webhook round failed")
                 await asyncio.sleep(POLL_S)
@@ -137,6 +149,10 @@ class WebhookSender:
     async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         try:
             await self._try_once(client, delivery)
+        except StoreFailed:
+            self._store_failed = True  # the loop reopens the store; the attempt is retried
+        except Exception:
+            log.exception("webhook attempt failed")
         finally:
             self.in_flight.discard(delivery.batch_id)
 
