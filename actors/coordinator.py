@@ -26,6 +26,7 @@ from actors import names
 from actors.batch_actor import BatchActorRemote
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
+from batches import checkpoint
 from batches.domain import decider
 from batches.domain import messages as msg
 from batches.domain.errors import (
@@ -76,7 +77,10 @@ class Coordinator:
         self.settings = Settings.model_validate(settings)
         self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
         self.files: FileStore = LocalFileStore(self.settings.data_dir)
-        self.model = ReadModel()
+        # the read model as of its last checkpoint (or empty); _catch_up replays the rest
+        self._checkpoints = self.settings.data_dir / checkpoint.DIR
+        self.model = checkpoint.load(self._checkpoints, self.store.head()) or ReadModel()
+        self._checkpointed = self.model.position
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,8 +177,21 @@ class Coordinator:
                 if rounds % COMPACT_EVERY_ROUNDS == 0:
                     # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
                     await asyncio.to_thread(compact, self.settings.log_dir)
+                    await self._checkpoint()
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
+
+    async def _checkpoint(self) -> None:
+        """Save the read model so the next start replays only what follows (taken here on
+        the event loop, where nothing changes it meanwhile; written from a thread)."""
+        position = self.model.position
+        if position > self._checkpointed:
+            state = checkpoint.to_dict(self.model)
+            fsync = self.settings.fsync
+            await asyncio.to_thread(
+                checkpoint.save_dict, self._checkpoints, position, state, fsync=fsync
+            )
+            self._checkpointed = position
 
     def _admit(self) -> None:
         """Start actors for waiting batches: cancelling or overdue ones first, then oldest."""

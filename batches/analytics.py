@@ -202,7 +202,7 @@ FROM (
     SELECT *, json_transform(data, '{_FILE_SHAPE}') AS d
     FROM __SRC__
     WHERE position > $lo AND position <= $hi AND stream_id = '{ev.FILES_STREAM}'
-      AND type IN ('{ev.FILE_UPLOADED}', '{ev.FILE_DELETED}')
+      AND type IN ('{ev.FILE_UPLOADED}', '{ev.FILE_DELETED}', '{ev.FILE_EXPIRED}')
 )
 """
 
@@ -339,14 +339,16 @@ WITH u AS (
     SELECT * FROM _file_events WHERE type = '{ev.FILE_UPLOADED}'
     QUALIFY row_number() OVER (PARTITION BY file_id ORDER BY position DESC) = 1
 ), d AS (
-    SELECT file_id, max(position) AS position, arg_max(ts, position) AS ts
-    FROM _file_events WHERE type = '{ev.FILE_DELETED}'
+    SELECT file_id, max(position) AS position, arg_max(ts, position) AS ts,
+           arg_max(type, position) AS how
+    FROM _file_events WHERE type IN ('{ev.FILE_DELETED}', '{ev.FILE_EXPIRED}')
     GROUP BY file_id
 )
 SELECT u.file_id, u.tenant, u.filename, u.purpose, u.bytes, u.lines, u.sha256,
        to_timestamp(u.created_at) AS created_at, to_timestamp(u.expires_at) AS expires_at,
        coalesce(d.position > u.position, false) AS deleted,
-       CASE WHEN d.position > u.position THEN to_timestamp(d.ts) END AS deleted_at
+       CASE WHEN d.position > u.position THEN to_timestamp(d.ts) END AS deleted_at,
+       coalesce(d.position > u.position AND d.how = '{ev.FILE_EXPIRED}', false) AS expired
 FROM u LEFT JOIN d USING (file_id);
 """
 

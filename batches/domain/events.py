@@ -51,6 +51,7 @@ TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(
 # Files stream events.
 FILE_UPLOADED = "FileUploaded"
 FILE_DELETED = "FileDeleted"
+FILE_EXPIRED = "FileExpired"  # its expires_at passed: gone from the API, bytes deleted
 
 # Coordinator stream events.
 IDEMPOTENCY_KEY_CLAIMED = "IdempotencyKeyClaimed"
@@ -129,6 +130,12 @@ class FileUploadedData(TypedDict):
     path: str
     sha256: str
     lines: int | None
+
+
+class FileExpiredData(TypedDict):
+    file_id: str
+    at: int  # when it was expired (unix seconds), at or after its expires_at
+    expires_at: int
 
 
 class IdempotencyKeyClaimedData(TypedDict):

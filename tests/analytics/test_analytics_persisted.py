@@ -17,7 +17,7 @@ import pytest
 
 from batches import analytics_store
 from batches.analytics import Analytics
-from eventlog import EventStore
+from eventlog import EventStore, NewEvent
 from eventlog.compaction import compact
 from tests.analytics.synth import Writer, delete, outcome, upload
 
@@ -223,3 +223,22 @@ def test_an_unwritable_data_dir_folds_in_memory(store, tmp_path):
     (tmp_path / analytics_store.DB_DIR).write_text("not a directory")
     with Analytics(tmp_path) as a:
         assert views(a) == in_memory(tmp_path)
+
+
+def test_files_view_marks_expired_files(store, tmp_path):
+    upload(store, "file-keep")
+    upload(store, "file-old")
+    upload(store, "file-del")
+    delete(store, "file-del")
+    store.append(
+        "files",
+        [NewEvent("FileExpired", {"file_id": "file-old", "at": 1_700_000_100, "expires_at": 1})],
+        store.version("files"),
+    )
+    with Analytics(tmp_path) as a:
+        rows = a.sql("SELECT file_id, deleted, expired, epoch(deleted_at) FROM files ORDER BY 1")
+    assert rows == [
+        ("file-del", True, False, 1_700_000_009),
+        ("file-keep", False, False, None),
+        ("file-old", True, True, 1_700_000_100),
+    ]

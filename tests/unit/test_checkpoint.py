@@ -1,0 +1,136 @@
+"""Read-model checkpoints: a checkpoint at any position plus the events after it gives the
+model a full replay gives (property test), through a real file; a bad one is ignored."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batches import checkpoint
+from batches.domain import decider as d
+from batches.readmodel import ReadModel
+from tests.unit.helpers import T0, Run, create, outcome
+
+FATES = ["validating", "failed", "in_progress", "cancelling", "cancelled", "expired", "completed"]
+Event = tuple[str, str, dict[str, Any]]
+
+
+def batch_events(i: int, fate: str, key: str | None) -> list[Event]:
+    batch_id = f"batch_{i:024d}"
+    run = create(Run(), batch_id=batch_id, at=T0 + i % 3, idempotency_key=key, tenant=f"t{i % 2}")
+    if fate == "failed":
+        run.do(d.RecordValidation(at=T0 + 9, errors=[{"code": "x", "message": "m"}]))
+    elif fate != "validating":
+        run.do(d.RecordValidation(at=T0 + 9, model="m", total=2))
+        if fate in ("cancelling", "cancelled"):
+            run.do(d.Cancel(at=T0 + 10))
+            if fate == "cancelled":
+                run.do(d.FinishCancel(at=T0 + 11, output_file_id=None, error_file_id="f-e"))
+        elif fate == "expired":
+            run.do(d.Expire(at=run.s.expires_at, output_file_id=None, error_file_id="f-e"))
+        elif fate == "completed":
+            run.do(d.RecordOutcomes([outcome(1), outcome(2, ok=False)]))
+            run.do(d.StartFinalizing(at=T0 + 12))
+            run.do(d.Complete(at=T0 + 13, output_file_id="f-o", error_file_id="f-e"))
+    events: list[Event] = [("batch-" + batch_id, t, data) for t, data in run.events]
+    if key is not None:
+        claim = {
+            "tenant": f"t{i % 2}",
+            "key": key,
+            "digest": f"digest-{i}",
+            "batch_id": batch_id,
+            "params": {"batch_id": batch_id},
+            "at": T0 + i,
+        }
+        events.insert(0, ("coordinator", "IdempotencyKeyClaimed", claim))
+    return events
+
+
+def file_events(j: int, deleted: bool) -> list[Event]:
+    up = {
+        "file_id": f"file-{j}",
+        "tenant": f"t{j % 2}",
+        "filename": f"{j}.jsonl",
+        "purpose": "batch",
+        "bytes": 10 + j,
+        "created_at": T0 + j,
+        "expires_at": None,
+        "path": f"files/file-{j}",
+        "sha256": "0" * 64,
+        "lines": 1,
+    }
+    out: list[Event] = [("files", "FileUploaded", up)]
+    if deleted:
+        out.append(("files", "FileDeleted", {"file_id": f"file-{j}", "at": T0 + 50}))
+    return out
+
+
+def views(model: ReadModel) -> dict[str, Any]:
+    """What the model answers, beside what it holds."""
+    out: dict[str, Any] = {"dict": checkpoint.to_dict(model)}
+    for tenant in ("t0", "t1"):
+        out[tenant] = (
+            [b.id for b in model.list_batches(tenant, None, 100)[0]],
+            [f["file_id"] for f in model.list_files(tenant, None, None, 100, "asc")[0]],
+            [
+                getattr(model.idempotency.lookup(tenant, f"k{i}", T0, 10**9), "batch_id", None)
+                for i in range(8)
+            ],
+        )
+    out["active"] = [b.id for b in model.active_batches()]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_checkpoint_plus_catch_up_equals_full_replay(data: st.DataObject) -> None:
+    queues: list[list[Event]] = []
+    for i in range(data.draw(st.integers(0, 7), label="batches")):
+        fate = data.draw(st.sampled_from(FATES))
+        key = data.draw(st.sampled_from([None, f"k{i}", f"k{i % 2}"]))
+        queues.append(batch_events(i, fate, key))
+    for j in range(data.draw(st.integers(0, 4), label="files")):
+        queues.append(file_events(j, data.draw(st.booleans())))
+    log: list[Event] = []
+    while queues:  # interleave the streams, each in its own order
+        q = queues[data.draw(st.integers(0, len(queues) - 1))]
+        log.append(q.pop(0))
+        queues = [q for q in queues if q]
+
+    full = ReadModel()
+    for pos, (stream, type_, ev_data) in enumerate(log, start=1):
+        full.apply(stream, type_, ev_data, pos)
+
+    k = data.draw(st.integers(0, len(log)), label="checkpoint at")
+    partial = ReadModel()
+    for pos, (stream, type_, ev_data) in enumerate(log[:k], start=1):
+        partial.apply(stream, type_, ev_data, pos)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = checkpoint.save(Path(tmp), partial, fsync=False)
+        assert saved == (k > 0)
+        restored = checkpoint.load(Path(tmp)) if saved else ReadModel()
+    assert restored is not None
+    assert restored.position == k
+    for pos, (stream, type_, ev_data) in enumerate(log[k:], start=k + 1):
+        restored.apply(stream, type_, ev_data, pos)
+    assert views(restored) == views(full)
+
+
+def test_a_damaged_or_foreign_checkpoint_is_ignored(tmp_path: Path) -> None:
+    model = ReadModel()
+    for pos, (stream, type_, ev_data) in enumerate(batch_events(1, "completed", "k1"), 1):
+        model.apply(stream, type_, ev_data, pos)
+    assert checkpoint.save(tmp_path, model, fsync=False)
+    assert checkpoint.load(tmp_path) is not None
+    path = tmp_path / "readmodel.snap"
+    good = path.read_bytes()
+    path.write_bytes(good[:-3] + b"xyz")
+    assert checkpoint.load(tmp_path) is None  # CRC
+    path.write_bytes(good[: len(good) // 2])
+    assert checkpoint.load(tmp_path) is None  # cut short
+    assert not checkpoint.save(tmp_path / "empty", ReadModel(), fsync=False)
+    assert checkpoint.load(tmp_path / "empty") is None
