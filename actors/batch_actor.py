@@ -263,6 +263,7 @@ class BatchActor:
                 size,
                 sha256,
                 count,
+                output_expires_at(self.state.output_expires_after, int(time.time())),
             )
             if is_error(result):
                 raise RuntimeError(f"registering {kind} file failed: {result['__error__']}")
@@ -301,3 +302,12 @@ class BatchActor:
 
 
 BatchActorRemote = ray.remote(BatchActor)
+
+
+def output_expires_at(policy: dict[str, Any] | None, created_at: int) -> int | None:
+    """When an output or error file expires: ``output_expires_after`` counts from the file's
+    own creation (OpenAI: "the anchor is the file creation time, not the time the batch is
+    created"); without it the file stays until deleted (purpose batch_output)."""
+    if not policy:
+        return None
+    return created_at + int(policy["seconds"])

@@ -12,6 +12,7 @@ test checks it).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ def to_dict(model: ReadModel) -> dict[str, Any]:
             out[f.name] = {k: decider.state_to_dict(v) for k, v in value.items()}
         elif f.name == "_batch_keys":
             out[f.name] = [list(k) for k in value]
-        elif f.name in ("_key_of", "idempotency"):
-            continue  # derived: from _batch_keys, from the claims
+        elif f.name in ("_key_of", "idempotency", "_expiry"):
+            continue  # derived: from _batch_keys, from the claims, from the files
         else:
             out[f.name] = value
     return out
@@ -57,6 +58,12 @@ def from_dict(data: dict[str, Any]) -> ReadModel:
             model._key_of = {k[2]: k for k in model._batch_keys}
         else:
             setattr(model, name, value)
+    model._expiry = [
+        (int(f["expires_at"]), f["file_id"])
+        for f in model.files.values()
+        if f.get("expires_at") is not None
+    ]
+    heapq.heapify(model._expiry)
     for claim in model.claims.values():  # in log order, as the model folded them
         model.idempotency.claim(
             claim["tenant"], claim["key"], claim["digest"], claim["batch_id"], claim["at"]

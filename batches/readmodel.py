@@ -9,6 +9,7 @@ Pure: no I/O, so it can be tested and replayed without starting anything.
 from __future__ import annotations
 
 import bisect
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class ReadModel:
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch_id -> claim data
     idempotency: IdempotencyIndex = field(default_factory=IdempotencyIndex)
     position: int = 0
+    # (expires_at, file_id) of files that expire, a heap: due ones found without a scan
+    _expiry: list[tuple[int, str]] = field(default_factory=list)
 
     def apply(self, stream_id: str, type_: str, data: dict[str, Any], position: int) -> None:
         if stream_id.startswith(BATCH_PREFIX):
@@ -48,7 +51,9 @@ class ReadModel:
         elif stream_id == FILES_STREAM:
             if type_ == "FileUploaded":
                 self.files[data["file_id"]] = data
-            elif type_ == "FileDeleted":
+                if data.get("expires_at") is not None:
+                    heapq.heappush(self._expiry, (int(data["expires_at"]), data["file_id"]))
+            elif type_ in ("FileDeleted", "FileExpired"):
                 self.files.pop(data["file_id"], None)
         elif stream_id == COORDINATOR_STREAM and type_ == "IdempotencyKeyClaimed":
             self.claims[data["batch_id"]] = data
@@ -102,6 +107,21 @@ class ReadModel:
             ids = [f["file_id"] for f in records]
             records = records[ids.index(after) + 1 :] if after in ids else []
         return records[:limit], len(records) > limit
+
+    def due_files(self, now: int, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Files whose ``expires_at`` has passed, oldest first, less those in ``keep`` (the
+        inputs of running batches: they expire once their batch is done)."""
+        due: list[tuple[int, str]] = []
+        kept: list[tuple[int, str]] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            entry = heapq.heappop(self._expiry)
+            record = self.files.get(entry[1])
+            if record is None or record.get("expires_at") != entry[0]:
+                continue  # deleted, or uploaded again since
+            (kept if entry[1] in keep else due).append(entry)
+        for entry in kept + due:
+            heapq.heappush(self._expiry, entry)  # back until the event removes the file
+        return [fid for _, fid in due]
 
     def active_batches(self) -> list[BatchState]:
         """Batches that need an actor, oldest first (the admission order)."""

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     chunks_in_flight: int = 4
     completion_window_s: int = 86_400  # "24h"; tests shorten it to see expiry
     idempotency_retention_s: int = 7 * 86_400
+    # An upload of purpose "batch" without expires_after expires this long after it was
+    # created (OpenAI's default: 30 days); 0: never (docs/retention.md).
+    batch_file_ttl_s: int = 30 * 86_400
     max_file_bytes: int = 200 * 2**20
     max_requests_per_batch: int = 50_000
     max_json_body_bytes: int = 1 * 2**20
