@@ -270,6 +270,20 @@ class BatchActor:
             ids.append(file_id)
         return ids[0], ids[1]
 
+    def _unfinished(self) -> Iterator[tuple[int, str | None]]:
+        """(line, custom_id) of every line without an outcome. The log knows the lines;
+        only their custom_ids come from the input file, so a cancel or expiry still
+        finishes if that file is gone (the custom_id is then null)."""
+        if self.files.exists(self.state.input_file_id):
+            for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
+                if not decider.is_done(self.state, line):
+                    yield line, request["custom_id"]
+            return
+        log.warning("batch %s: input file gone; unfinished lines get no custom_id", self.batch_id)
+        for line in range(1, self.state.total + 1):
+            if not decider.is_done(self.state, line):
+                yield line, None
+
     def _write_files(
         self, out_id: str, err_id: str, unfinished_reason: str | None
     ) -> tuple[tuple[int, int, str], tuple[int, int, str]]:
@@ -286,18 +300,12 @@ class BatchActor:
                     err.write(encoded)
                     err_n += 1
             if unfinished_reason is not None and self.state.total:
-                for line, request in iter_requests(self.files.lines(self.state.input_file_id)):
-                    if not decider.is_done(self.state, line):
-                        err.write(
-                            encode_line(
-                                unfinished_line(
-                                    request["custom_id"],
-                                    unfinished_reason,  # type: ignore[arg-type]
-                                    self._request_id(line),
-                                )
-                            )
-                        )
-                        err_n += 1
+                for line, custom_id in self._unfinished():
+                    request_id = self._request_id(line)
+                    reason = unfinished_reason
+                    entry = unfinished_line(custom_id, reason, request_id)  # type: ignore[arg-type]
+                    err.write(encode_line(entry))
+                    err_n += 1
         return (out_n, out.bytes, out.sha256), (err_n, err.bytes, err.sha256)
 
 

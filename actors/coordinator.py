@@ -27,14 +27,17 @@ from actors.batch_actor import BatchActorRemote
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches import checkpoint
+from batches.admission import CreateRate, admission_order
 from batches.domain import decider
 from batches.domain import events as ev
 from batches.domain import messages as msg
 from batches.domain.errors import (
     DomainError,
+    FileInUse,
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
+    RateLimited,
     StorageUnavailable,
 )
 from batches.domain.idempotency import idempotency_digest
@@ -88,6 +91,9 @@ class Coordinator:
         self._models: tuple[float, dict[str, str]] = (0.0, {})
         self._started: asyncio.Task[dict[str, Any]] | None = None
         self.fault: str | None = None  # a failed log write, until the store is reopened
+        self.crashes: dict[str, int] = {}  # batch id -> failures in a row (this incarnation)
+        self.not_before: dict[str, float] = {}  # batch id -> monotonic time of next try
+        self.create_rate = CreateRate(self.settings.tenant_creates_per_minute)
         self._catch_up()
 
     # -- the log -----------------------------------------------------------------
@@ -211,20 +217,30 @@ class Coordinator:
             )
             self._checkpointed = position
 
-    def _admit(self) -> None:
-        """Start actors for waiting batches: cancelling or overdue ones first, then oldest."""
+    def _queue(self) -> list[decider.BatchState]:
+        """Waiting batches in admission order (batches/admission.py)."""
         now = int(time.time())
         waiting = [b for b in self.model.active_batches() if b.id not in self.running]
-        waiting.sort(key=lambda b: (b.status != "cancelling", now < b.expires_at))
-        for state in waiting:
+        tenants = [self.model.batches[i].tenant for i in self.running if i in self.model.batches]
+        return admission_order(waiting, tenants, now)
+
+    def _admit(self) -> None:
+        """Start actors for waiting batches in admission order, skipping those backing
+        off after a crash."""
+        clock = time.monotonic()
+        for state in self._queue():
             if len(self.running) >= self.settings.max_active_batches:
                 return
+            if self.not_before.get(state.id, 0.0) > clock:
+                continue
             handle = BatchActorRemote.options(  # type: ignore[attr-defined]
                 name=names.batch_actor(state.id),
                 namespace=self.settings.namespace,
                 get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=-1,
+                # Bounded: a batch that kills its process every time must end (failed),
+                # not loop; the coordinator counts what Ray gives up on.
+                max_restarts=self.settings.batch_max_restarts,
+                max_task_retries=self.settings.batch_max_restarts,
                 num_cpus=0,
             ).remote(state.id, self.settings.actor_args())
             self.running[state.id] = handle
@@ -233,11 +249,13 @@ class Coordinator:
             task.add_done_callback(self._tasks.discard)
 
     async def _run_batch(self, batch_id: str, handle: Any) -> None:
+        give_up: str | None = None
         try:
             await handle.run.remote()
-        except Exception:
-            log.exception("batch actor %s failed; it will be re-admitted", batch_id)
-            await asyncio.sleep(2.0)
+            self.crashes.pop(batch_id, None)
+            self.not_before.pop(batch_id, None)
+        except Exception as exc:
+            give_up = self._crashed(batch_id, exc)
         finally:
             self.running.pop(batch_id, None)
             try:
@@ -245,7 +263,40 @@ class Coordinator:
             except Exception:
                 log.debug("actor %s already gone", batch_id)
         self._catch_up()
+        state = self.model.batches.get(batch_id)
+        if give_up is not None and state is not None:
+            # No actor owns the stream now: the coordinator writes the end.
+            command = decider.GiveUp(at=int(time.time()), message=give_up)
+            try:
+                self._append(batch_stream(batch_id), decider.decide(state, command))
+            except DomainError:
+                log.exception("could not record that batch %s failed", batch_id)
         self._admit()
+
+    def _crashed(self, batch_id: str, exc: Exception) -> str | None:
+        """Count a crash and back off before the next try; the reason to give up, if it
+        is time. A failed log write (disk full) is the store's fault, not the batch's:
+        it backs off but does not count."""
+        storage = "StoreFailed" in repr(exc) or self.fault is not None
+        crashes = self.crashes.get(batch_id, 0) + (0 if storage else 1)
+        self.crashes[batch_id] = crashes
+        delay = min(self.settings.batch_restart_backoff_s * 2 ** max(crashes - 1, 0), 60.0)
+        self.not_before[batch_id] = time.monotonic() + delay
+        log.error(
+            "batch %s failed (%d of %d): %s; next try in %.1f s",
+            batch_id,
+            crashes,
+            self.settings.batch_max_restarts,
+            exc,
+            delay,
+        )
+        if crashes <= self.settings.batch_max_restarts:
+            return None
+        self.crashes.pop(batch_id, None)
+        return (
+            f"The batch failed {crashes} times in a row and was stopped: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        )
 
     def _expire_queued(self) -> None:
         """A batch that never got a slot before its window ended expires here.
@@ -302,6 +353,20 @@ class Coordinator:
         existing = self.model.files.get(file_id)
         if existing is not None:
             return file_to_wire(existing)
+        limit = self.settings.tenant_max_stored_bytes
+        if purpose == "batch" and limit > 0:
+            stored = sum(
+                f["bytes"]
+                for f in self.model.files.values()
+                if f["tenant"] == tenant and f["purpose"] == "batch"
+            )
+            if stored + size > limit:
+                raise RateLimited(
+                    f"Your uploaded files would take {stored + size} bytes, over the "
+                    f"{limit} byte limit per tenant; delete some files first.",
+                    retry_after_s=60.0,
+                    param="file",
+                )
         created_at = int(time.time())
         if expires_at is None and purpose == "batch" and self.settings.batch_file_ttl_s > 0:
             expires_at = created_at + self.settings.batch_file_ttl_s  # OpenAI's default
@@ -340,6 +405,13 @@ class Coordinator:
     @returns_errors
     async def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
         self._file(tenant, file_id)
+        users = [b.id for b in self.model.active_batches() if b.input_file_id == file_id]
+        if users:
+            # Its batches still read it (validation, re-reads after a crash, results).
+            raise FileInUse(
+                f"File {file_id} is the input of batch {users[0]}, which has not finished; "
+                "delete it after the batch ends (or cancel the batch first)."
+            )
         self._append(FILES_STREAM, [("FileDeleted", {"file_id": file_id, "at": int(time.time())})])
         self.files.delete(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
@@ -355,10 +427,20 @@ class Coordinator:
 
     @returns_errors
     async def create_batch(
-        self, tenant: str, params: dict[str, Any], idempotency_key: str | None
+        self,
+        tenant: str,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        batch_id: str | None = None,
     ) -> dict[str, Any]:
-        """Returns {"batch": wire, "created": bool}. No await between lookup and claim."""
+        """Returns {"batch": wire, "created": bool}. No await between lookup and claim.
+
+        `batch_id` is minted by the caller, so a call Ray retries after a coordinator
+        crash finds the batch it made instead of making a second one."""
         self._catch_up()
+        made = self.model.batch(tenant, batch_id) if batch_id else None
+        if made is not None:
+            return {"batch": self._wire(made), "created": False}
         source = self.model.file(tenant, params["input_file_id"])
         # An unknown file does not refuse the create: as on OpenAI, the batch is created
         # and fails validation (see _create_events), so OpenAI's clients handle it.
@@ -389,8 +471,9 @@ class Coordinator:
                     "batch": self._wire(self.model.batches[claim.batch_id]),
                     "created": False,
                 }
+        self._check_create_quota(tenant)
         create = {
-            "batch_id": new_batch_id(),
+            "batch_id": batch_id or new_batch_id(),
             "tenant": tenant,
             "input_file_id": params["input_file_id"],
             "endpoint": params["endpoint"],
@@ -414,6 +497,29 @@ class Coordinator:
         self._admit()
         return {"batch": self._wire(self.model.batches[create["batch_id"]]), "created": True}
 
+    def _check_create_quota(self, tenant: str) -> None:
+        """Per-tenant limits (429 with Retry-After): waiting batches, then create rate."""
+        limit = self.settings.tenant_max_queued_batches
+        if limit > 0:
+            queued = sum(
+                1
+                for b in self.model.active_batches()
+                if b.tenant == tenant and b.id not in self.running
+            )
+            if queued >= limit:
+                raise RateLimited(
+                    f"You have {queued} batches waiting to run, the limit per tenant; "
+                    "retry when some have started.",
+                    retry_after_s=30.0,
+                )
+        wait = self.create_rate.take(tenant, time.monotonic())
+        if wait is not None:
+            raise RateLimited(
+                f"Too many batch creates: the limit is {self.settings.tenant_creates_per_minute:g}"
+                " per minute per tenant.",
+                retry_after_s=wait,
+            )
+
     def _create_events(self, create: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         command = decider.CreateBatch(**create)
         events = decider.decide(None, command)
@@ -429,11 +535,11 @@ class Coordinator:
             events += decider.decide(decider.fold(events), failed)
         return events
 
-    def _wire(self, state: decider.BatchState) -> dict[str, Any]:
+    def _wire(self, state: decider.BatchState, queue: list[str] | None = None) -> dict[str, Any]:
         """The Batch, plus `queue_position` (an extension) while it waits for a slot."""
         wire = batch_to_wire(state)
         if state.status in decider.ACTIVE_STATUSES and state.id not in self.running:
-            waiting = [b.id for b in self.model.active_batches() if b.id not in self.running]
+            waiting = queue if queue is not None else [b.id for b in self._queue()]
             wire["queue_position"] = waiting.index(state.id) + 1
         return wire
 
@@ -445,7 +551,8 @@ class Coordinator:
     async def list_batches(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
         self._catch_up()
         states, has_more = self.model.list_batches(tenant, after, limit)
-        return _page([self._wire(s) for s in states], has_more)
+        queue = [b.id for b in self._queue()]
+        return _page([self._wire(s, queue) for s in states], has_more)
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:

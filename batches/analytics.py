@@ -47,6 +47,7 @@ _STATUS_AFTER = {
     ev.BATCH_CREATED: "validating",
     ev.BATCH_VALIDATED: "in_progress",
     ev.BATCH_VALIDATION_FAILED: "failed",
+    ev.BATCH_FAILED: "failed",
     ev.BATCH_FINALIZING: "finalizing",
     ev.BATCH_COMPLETED: "completed",
     ev.BATCH_CANCEL_REQUESTED: "cancelling",

@@ -27,7 +27,7 @@ from actors import names
 from actors.results import ERROR_KEY, is_error
 from batches.domain.decider import is_terminal
 from batches.domain.idempotency import resolve_idempotency_key
-from batches.domain.ids import DEFAULT_TENANT, new_file_id
+from batches.domain.ids import DEFAULT_TENANT, new_batch_id, new_file_id
 from batches.domain.wire import CreateBatchRequest
 from batches.filestore import FileStore, LocalFileStore
 
@@ -113,7 +113,9 @@ class BatchlogClient:
         )
         key = resolve_idempotency_key(request.idempotency_key, None, None)
         params = request.model_dump(mode="json", exclude={"idempotency_key", "idem_tok"})
-        result = _unwrap(ray.get(self.coordinator.create_batch.remote(self.tenant, params, key)))
+        # Minted before the call: a retry after a coordinator crash finds this batch.
+        call: Any = self.coordinator.create_batch.remote(self.tenant, params, key, new_batch_id())
+        result = _unwrap(ray.get(call))
         batch: dict[str, Any] = result["batch"]
         return batch
 

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
 
     # Batches.
     max_active_batches: int = 4
+    # A batch whose actor fails this many times in a row ends `failed`; tries back off
+    # from batch_restart_backoff_s, doubling, up to a minute.
+    batch_max_restarts: int = 5
+    batch_restart_backoff_s: float = 2.0
+    # Per tenant (429 with Retry-After beyond them; 0 turns one off).
+    tenant_max_queued_batches: int = 1_000
+    tenant_creates_per_minute: float = 600.0
+    tenant_max_stored_bytes: int = 10 * 2**30
     chunk_size: int = 16
     chunks_in_flight: int = 4
     completion_window_s: int = 86_400  # "24h"; tests shorten it to see expiry

@@ -14,6 +14,7 @@ from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
 from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
+from batches.domain.ids import new_batch_id
 from batches.domain.wire import CREATE_CHOICES, CreateBatchRequest
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -48,7 +49,10 @@ async def create_batch(request: Request, tenant: Tenant) -> Any:
         body.idempotency_key, body.idem_tok, request.headers.get("idempotency-key")
     )
     params = body.model_dump(mode="json", exclude={"idempotency_key", "idem_tok"})
-    result = unwrap(await request.app.state.coordinator.create_batch.remote(tenant, params, key))
+    # The id is minted here, before the call: if the coordinator dies mid-create and Ray
+    # retries the call, the retry finds this batch instead of making a second one.
+    coordinator = request.app.state.coordinator
+    result = unwrap(await coordinator.create_batch.remote(tenant, params, key, new_batch_id()))
     return ORJSONResponse(result["batch"], status_code=200)
 
 

@@ -181,6 +181,16 @@ def _ended_early(s: BatchState, d: Mapping[str, Any], *, status: str) -> Changes
     }
 
 
+def _failed(s: BatchState, d: Mapping[str, Any]) -> Changes:
+    # Lines without an outcome count as failed; their results stay in the log.
+    return {
+        "status": "failed",
+        "failed_at": d["at"],
+        "errors": tuple(d["errors"]),
+        "failed": s.failed + int(d.get("unfinished", 0)),
+    }
+
+
 _Evolver: TypeAlias = Callable[[BatchState, Mapping[str, Any]], Changes]
 _EVOLVERS: dict[str, _Evolver] = {
     ev.BATCH_VALIDATED: _validated,
@@ -192,6 +202,7 @@ _EVOLVERS: dict[str, _Evolver] = {
     ev.BATCH_CANCEL_REQUESTED: _cancel_requested,
     ev.BATCH_CANCELLED: lambda s, d: _ended_early(s, d, status="cancelled"),
     ev.BATCH_EXPIRED: lambda s, d: _ended_early(s, d, status="expired"),
+    ev.BATCH_FAILED: _failed,
 }
 
 
@@ -352,6 +363,14 @@ class Expire:
     error_file_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The batch's actor crashed too often: fail the batch with this reason."""
+
+    at: int
+    message: str
+
+
 Command: TypeAlias = (
     CreateBatch
     | RecordValidation
@@ -361,6 +380,7 @@ Command: TypeAlias = (
     | Cancel
     | FinishCancel
     | Expire
+    | GiveUp
 )
 
 
@@ -487,6 +507,13 @@ def _expire(s: BatchState, c: Expire) -> list[ev.Event]:
     return [(ev.BATCH_EXPIRED, data)]
 
 
+def _give_up(s: BatchState, c: GiveUp) -> list[ev.Event]:
+    if is_terminal(s.status):
+        return []  # it ended after all
+    error = {"code": "batch_crashed", "message": c.message, "param": None, "line": None}
+    return [(ev.BATCH_FAILED, {"at": c.at, "errors": [error], "unfinished": unfinished_count(s)})]
+
+
 def decide(state: BatchState | None, command: Command) -> list[ev.Event]:
     """The events ``command`` produces from ``state``; raises a DomainError to refuse it."""
     if isinstance(command, CreateBatch):
@@ -507,4 +534,6 @@ def decide(state: BatchState | None, command: Command) -> list[ev.Event]:
         return _finish_cancel(state, command)
     if isinstance(command, Expire):
         return _expire(state, command)
+    if isinstance(command, GiveUp):
+        return _give_up(state, command)
     raise TypeError(f"unknown command {command!r}")

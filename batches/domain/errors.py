@@ -129,3 +129,29 @@ class StorageUnavailable(DomainError):
     @property
     def headers(self) -> dict[str, str]:
         return {"retry-after": "5"}
+
+
+class RateLimited(DomainError):
+    """A per-tenant limit (queued batches, stored bytes, create rate): retry later."""
+
+    default_code = "rate_limit_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, int(self.retry_after_s + 0.999)))}
+
+
+class FileInUse(DomainError):
+    """Deleting a file that a batch still reads."""
+
+    default_code = "file_in_use"
+    http_status = 409
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}

@@ -28,6 +28,8 @@ BATCH_COMPLETED = "BatchCompleted"
 BATCH_CANCEL_REQUESTED = "BatchCancelRequested"
 BATCH_CANCELLED = "BatchCancelled"
 BATCH_EXPIRED = "BatchExpired"
+# The batch's actor kept crashing: the coordinator gave up on it (docs/recovery.md).
+BATCH_FAILED = "BatchFailed"
 BATCH_EVENT_TYPES: frozenset[str] = frozenset(
     {
         BATCH_CREATED,
@@ -40,12 +42,13 @@ BATCH_EVENT_TYPES: frozenset[str] = frozenset(
         BATCH_CANCEL_REQUESTED,
         BATCH_CANCELLED,
         BATCH_EXPIRED,
+        BATCH_FAILED,
     }
 )
 OUTCOME_EVENT_TYPES: frozenset[str] = frozenset({REQUEST_SUCCEEDED, REQUEST_FAILED})
 # The last event of a batch's stream: after it the stream never grows.
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(
-    {BATCH_VALIDATION_FAILED, BATCH_COMPLETED, BATCH_CANCELLED, BATCH_EXPIRED}
+    {BATCH_VALIDATION_FAILED, BATCH_COMPLETED, BATCH_CANCELLED, BATCH_EXPIRED, BATCH_FAILED}
 )
 
 # Files stream events.

@@ -61,7 +61,7 @@ def output_line(outcome: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def unfinished_line(
-    custom_id: str, reason: Literal["batch_cancelled", "batch_expired"], request_id: str
+    custom_id: str | None, reason: Literal["batch_cancelled", "batch_expired"], request_id: str
 ) -> dict[str, Any]:
     """The error-file line of a request that never ran before cancel or expiry."""
     return {
