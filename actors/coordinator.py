@@ -237,6 +237,10 @@ class Coordinator:
                 name=names.batch_actor(state.id),
                 namespace=self.settings.namespace,
                 get_if_exists=True,
+                # Not owned by the coordinator: a coordinator crash must not stop running
+                # batches (owned actors die with their owner). The new coordinator finds
+                # it by name and `run` joins its task; it is killed once terminal.
+                lifetime="detached",
                 # Bounded: a batch that kills its process every time must end (failed),
                 # not loop; the coordinator counts what Ray gives up on.
                 max_restarts=self.settings.batch_max_restarts,

@@ -52,6 +52,9 @@ class Dispatcher:
                 name=names.UPSTREAM,
                 namespace=self.settings.namespace,
                 get_if_exists=True,
+                # Whoever creates it first must not take it down when it dies (a
+                # coordinator crash would fail every request in flight).
+                lifetime="detached",
                 num_cpus=0,
                 max_concurrency=1000,
             ).remote(

@@ -164,11 +164,12 @@ class HttpUpstream:
     async def list_models(self) -> list[str]:
         """The ids from ``GET /models``; ``[]`` (and a warning) if it cannot be had."""
         try:
-            resp = await self._clients[0].get(
-                self.base_url + "/models", timeout=min(self.config.timeout_s, 10.0)
-            )
-            resp.raise_for_status()
-            data = orjson.loads(resp.content).get("data", [])
+            timeout = min(self.config.timeout_s, 10.0)
+            url = self.base_url + "/models"
+            async with self._clients[0].stream("GET", url, timeout=timeout) as resp:
+                resp.raise_for_status()
+                content = await _read_capped(resp, self.config.max_response_bytes)
+            data = orjson.loads(content).get("data", [])
             return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
         except Exception as e:
             log.warning("upstream %s: cannot list models at %s: %r", self.name, self.base_url, e)

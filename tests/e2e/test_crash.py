@@ -99,3 +99,28 @@ def test_kill_batch_actor_process(upstream: FakeUpstream, tmp_path: Path) -> Non
         done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
         check_exactly_once(client, done, upstream, batch.id, recorded)
     upstream.reset()
+
+
+def test_kill_coordinator_mid_batch_sends_nothing_twice(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The batch actors and the upstream executor are not the coordinator's: its
+    kill -9 does not stop them, so not one request is sent upstream twice."""
+    data = tmp_path / "data"
+    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    upstream.reset()
+    upstream.configure(latency_ms=20)
+    with Service(data, env) as svc:
+        client = svc.client()
+        source = upload(client, chat_lines(N, prefix="k"))
+        batch = client.batches.create(
+            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        wait_progress(client, batch.id, 40)
+        actors = svc.pids("BatchActor")
+        (coordinator,) = svc.pids("ray::Coordinator")
+        os.kill(coordinator, signal.SIGKILL)
+        done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
+        check_exactly_once(client, done, upstream, batch.id, {f"k-{i}" for i in range(N)})
+        assert actors and svc.pids("ray::Coordinator") != [coordinator]
+    upstream.reset()
