@@ -185,6 +185,7 @@ class Coordinator:
                 if rounds % COMPACT_EVERY_ROUNDS == 0:
                     # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
                     await asyncio.to_thread(compact, self.settings.log_dir)
+                    self.model.prune_claims(time.time(), self.settings.idempotency_retention_s)
                     await self._checkpoint()
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")

@@ -37,8 +37,8 @@ def to_dict(model: ReadModel) -> dict[str, Any]:
             out[f.name] = {k: decider.state_to_dict(v) for k, v in value.items()}
         elif f.name == "_batch_keys":
             out[f.name] = [list(k) for k in value]
-        elif f.name in ("_key_of", "idempotency", "_expiry"):
-            continue  # derived: from _batch_keys, from the claims, from the files
+        elif f.name in ("_key_of", "idempotency", "_expiry", "_active"):
+            continue  # derived: from _batch_keys, claims, files, batches
         else:
             out[f.name] = value
     return out
@@ -58,6 +58,9 @@ def from_dict(data: dict[str, Any]) -> ReadModel:
             model._key_of = {k[2]: k for k in model._batch_keys}
         else:
             setattr(model, name, value)
+    model._active = [
+        k for k in model._batch_keys if model.batches[k[2]].status in decider.ACTIVE_STATUSES
+    ]
     model._expiry = [
         (int(f["expires_at"]), f["file_id"])
         for f in model.files.values()

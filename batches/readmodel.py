@@ -38,16 +38,27 @@ class ReadModel:
     position: int = 0
     # (expires_at, file_id) of files that expire, a heap: due ones found without a scan
     _expiry: list[tuple[int, str]] = field(default_factory=list)
+    # the keys of batches that need an actor (decider.ACTIVE_STATUSES), sorted: admission
+    # and queue positions look at these, not at every batch ever made
+    _active: list[tuple[int, int, str]] = field(default_factory=list)
 
     def apply(self, stream_id: str, type_: str, data: dict[str, Any], position: int) -> None:
         if stream_id.startswith(BATCH_PREFIX):
             batch_id = stream_id[len(BATCH_PREFIX) :]
             previous = self.batches.get(batch_id)
-            self.batches[batch_id] = decider.evolve(previous, type_, data)
+            state = self.batches[batch_id] = decider.evolve(previous, type_, data)
             if previous is None:
                 key = (int(data["created_at"]), position, batch_id)
                 self._key_of[batch_id] = key
                 bisect.insort(self._batch_keys, key)
+            was = previous is not None and previous.status in decider.ACTIVE_STATUSES
+            now = state is not None and state.status in decider.ACTIVE_STATUSES
+            if now != was:
+                key = self._key_of[batch_id]
+                if now:
+                    bisect.insort(self._active, key)
+                else:
+                    del self._active[bisect.bisect_left(self._active, key)]
         elif stream_id == FILES_STREAM:
             if type_ == "FileUploaded":
                 self.files[data["file_id"]] = data
@@ -125,8 +136,21 @@ class ReadModel:
 
     def active_batches(self) -> list[BatchState]:
         """Batches that need an actor, oldest first (the admission order)."""
-        return [
-            self.batches[k[2]]
-            for k in self._batch_keys
-            if self.batches[k[2]].status in decider.ACTIVE_STATUSES
+        return [self.batches[k[2]] for k in self._active]
+
+    def prune_claims(self, now: float, retention_s: float) -> int:
+        """Forget idempotency claims past their retention whose batch exists (a claim
+        without its batch is a create to finish): memory stays bounded. Lookups ignore such
+        claims anyway, so answers do not change. Returns how many were dropped."""
+        stale = [
+            batch_id
+            for batch_id, claim in self.claims.items()
+            if now - claim["at"] >= retention_s and batch_id in self.batches
         ]
+        if stale:
+            for batch_id in stale:
+                del self.claims[batch_id]
+            self.idempotency = IdempotencyIndex()
+            for c in self.claims.values():  # in log order, as they were folded
+                self.idempotency.claim(c["tenant"], c["key"], c["digest"], c["batch_id"], c["at"])
+        return len(stale)

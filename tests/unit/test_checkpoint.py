@@ -118,6 +118,30 @@ def test_checkpoint_plus_catch_up_equals_full_replay(data: st.DataObject) -> Non
     for pos, (stream, type_, ev_data) in enumerate(log[k:], start=k + 1):
         restored.apply(stream, type_, ev_data, pos)
     assert views(restored) == views(full)
+    # the index of active batches is what a scan of every batch finds
+    scan = [k[2] for k in full._batch_keys if full.batches[k[2]].status in d.ACTIVE_STATUSES]
+    assert [b.id for b in full.active_batches()] == scan
+
+
+def test_prune_claims_drops_old_claims_only_and_answers_the_same() -> None:
+    model = ReadModel()
+    log = batch_events(1, "completed", "k1") + batch_events(2, "validating", "k2")
+    half = batch_events(3, "validating", "k3")[:1]  # a claim whose create never landed
+    for pos, (stream, type_, ev_data) in enumerate(log + half, start=1):
+        model.apply(stream, type_, ev_data, pos)
+    before = [
+        model.idempotency.lookup(t, f"k{i}", T0 + 7, 5) for t in ("t0", "t1") for i in (1, 2, 3)
+    ]
+    # claims were made at T0+1, T0+2, T0+3; with retention 5, at T0+7 the first two are old
+    assert [c is not None for c in before] == [False] * 5 + [True]  # only k3 (t1) is live
+    assert model.prune_claims(T0 + 7, 5) == 2
+    assert set(model.claims) == {"batch_" + f"{3:024d}"}  # its batch does not exist yet
+    after = [
+        model.idempotency.lookup(t, f"k{i}", T0 + 7, 5) for t in ("t0", "t1") for i in (1, 2, 3)
+    ]
+    assert after == before
+    assert model.idempotency.lookup("t1", "k3", T0 + 4, 5) is not None
+    assert model.prune_claims(T0 + 7, 5) == 0
 
 
 def test_a_damaged_or_foreign_checkpoint_is_ignored(tmp_path: Path) -> None:
