@@ -159,10 +159,28 @@ class Coordinator:
         if removed:
             log.info("removed %d content files no event names: %s", len(removed), removed[:20])
         await self._refresh_models(force=True)
+        self._reap_finished_actors()
         self._admit()
         task = asyncio.get_running_loop().create_task(self._supervise())
         self._tasks.add(task)
         return {"batches": len(self.model.batches), "active": len(self.model.active_batches())}
+
+    def _reap_finished_actors(self) -> None:
+        """Batch actors are detached, so one whose batch ended while no coordinator was
+        there to let it go is still alive: let it go now."""
+        prefix = names.batch_actor("")
+        try:
+            found = ray.util.list_named_actors()
+        except Exception:
+            log.exception("cannot list named actors")
+            return
+        for name in found:
+            batch_id = name[len(prefix) :] if name.startswith(prefix) else None
+            state = self.model.batches.get(batch_id) if batch_id else None
+            if state is None or not decider.is_terminal(state.status):
+                continue
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=self.settings.namespace), no_restart=True)
 
     def _finish_half_creates(self) -> None:
         for batch_id, claim in list(self.model.claims.items()):
