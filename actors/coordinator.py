@@ -47,6 +47,7 @@ from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch
 from batches.results import Kind, results_page
 from batches.settings import Settings
 from batches.timeline import timeline_page
+from batches.timetravel import state_as_of
 from batches.wirefmt import batch_to_wire, file_to_wire
 from eventlog import EventStore, NewEvent, StoreFailed
 from eventlog.compaction import compact
@@ -84,6 +85,7 @@ class Coordinator:
         # the read model as of its last checkpoint (or empty); _catch_up replays the rest
         self._checkpoints = self.settings.data_dir / checkpoint.DIR
         self.model = checkpoint.load(self._checkpoints, self.store.head()) or ReadModel()
+        self.model.batches.loader = lambda batch_id: state_as_of(self.store, batch_id)
         self._checkpointed = self.model.position
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
@@ -204,6 +206,7 @@ class Coordinator:
                     # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
                     await asyncio.to_thread(compact, self.settings.log_dir)
                     self.model.prune_claims(time.time(), self.settings.idempotency_retention_s)
+                    self.model.batches.evict(time.time(), self.settings.hot_batch_window_s)
                     await self._checkpoint()
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")

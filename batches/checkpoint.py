@@ -33,8 +33,9 @@ def to_dict(model: ReadModel) -> dict[str, Any]:
     out: dict[str, Any] = {"schema": SCHEMA}
     for f in dataclasses.fields(model):
         value = getattr(model, f.name)
-        if f.name == "batches":
-            out[f.name] = {k: decider.state_to_dict(v) for k, v in value.items()}
+        if f.name == "batches":  # those in memory; the others by their tenant
+            out[f.name] = {k: decider.state_to_dict(v) for k, v in value.hot.items()}
+            out["cold_batches"] = dict(value.cold)
         elif f.name == "_batch_keys":
             out[f.name] = [list(k) for k in value]
         elif f.name in ("_key_of", "idempotency", "_expiry", "_active"):
@@ -52,14 +53,17 @@ def from_dict(data: dict[str, Any]) -> ReadModel:
         if name == "schema" or name not in names:
             continue
         if name == "batches":
-            model.batches = {k: decider.state_from_dict(v) for k, v in value.items()}
+            for k, v in value.items():
+                model.batches.hot[k] = decider.state_from_dict(v)
+            model.batches.cold.update(data.get("cold_batches") or {})
         elif name == "_batch_keys":
             model._batch_keys = [(int(c), int(p), str(b)) for c, p, b in value]
             model._key_of = {k[2]: k for k in model._batch_keys}
         else:
             setattr(model, name, value)
+    hot = model.batches.hot
     model._active = [
-        k for k in model._batch_keys if model.batches[k[2]].status in decider.ACTIVE_STATUSES
+        k for k in model._batch_keys if k[2] in hot and hot[k[2]].status in decider.ACTIVE_STATUSES
     ]
     model._expiry = [
         (int(f["expires_at"]), f["file_id"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +28,85 @@ def batch_stream(batch_id: str) -> str:
     return BATCH_PREFIX + batch_id
 
 
+_COLD_CACHE = 256  # cold batches loaded lately, kept for repeated GETs
+
+
+class BatchTable(MutableMapping[str, BatchState]):
+    """The batches by id: *hot* ones held in memory, *cold* ones (terminal for longer than
+    a window: see ``evict``) held as their tenant only and loaded on demand by ``loader``
+    (the coordinator's: the stream's snapshot + tail). ``in``, ``len``, ``[id]`` and
+    ``get`` see both; iteration sees both ids (loading each value it is asked for)."""
+
+    def __init__(self) -> None:
+        self.hot: dict[str, BatchState] = {}
+        self.cold: dict[str, str] = {}  # batch id -> tenant
+        self.loader: Callable[[str], BatchState | None] | None = None
+        self._cache: OrderedDict[str, BatchState] = OrderedDict()
+
+    def __getitem__(self, batch_id: str) -> BatchState:
+        state = self.hot.get(batch_id)
+        if state is not None:
+            return state
+        if batch_id not in self.cold:
+            raise KeyError(batch_id)
+        state = self._cache.get(batch_id)
+        if state is None:
+            if self.loader is None:
+                raise LookupError(f"batch {batch_id} is not in memory and there is no loader")
+            state = self.loader(batch_id)
+            if state is None:
+                raise LookupError(f"batch {batch_id} could not be loaded from the log")
+            self._cache[batch_id] = state
+            while len(self._cache) > _COLD_CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(batch_id)
+        return state
+
+    def __setitem__(self, batch_id: str, state: BatchState) -> None:
+        self.cold.pop(batch_id, None)
+        self._cache.pop(batch_id, None)
+        self.hot[batch_id] = state
+
+    def __delitem__(self, batch_id: str) -> None:
+        if self.hot.pop(batch_id, None) is None and self.cold.pop(batch_id, None) is None:
+            raise KeyError(batch_id)
+        self._cache.pop(batch_id, None)
+
+    def __contains__(self, batch_id: object) -> bool:
+        return batch_id in self.hot or batch_id in self.cold
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.hot
+        yield from self.cold
+
+    def __len__(self) -> int:
+        return len(self.hot) + len(self.cold)
+
+    def tenant(self, batch_id: str) -> str | None:
+        state = self.hot.get(batch_id)
+        return state.tenant if state is not None else self.cold.get(batch_id)
+
+    def evict(self, now: float, window_s: float) -> int:
+        """Move batches terminal for at least ``window_s`` out of memory; how many."""
+        gone = [
+            batch_id
+            for batch_id, state in self.hot.items()
+            if state.status in decider.TERMINAL_STATUSES and now - _ended_at(state) >= window_s
+        ]
+        for batch_id in gone:
+            self.cold[batch_id] = self.hot.pop(batch_id).tenant
+        return len(gone)
+
+
+def _ended_at(state: BatchState) -> int:
+    ends = (state.completed_at, state.failed_at, state.expired_at, state.cancelled_at)
+    return max((t for t in ends if t is not None), default=state.created_at)
+
+
 @dataclass
 class ReadModel:
-    batches: dict[str, BatchState] = field(default_factory=dict)
+    batches: BatchTable = field(default_factory=BatchTable)
     # (created_at, position) per batch id, kept sorted, so lists page without sorting.
     _batch_keys: list[tuple[int, int, str]] = field(default_factory=list)
     _key_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
@@ -86,16 +164,15 @@ class ReadModel:
         keys = self._batch_keys
         end = len(keys)
         if after is not None:
-            anchor = self.batches.get(after)
-            if anchor is None or anchor.tenant != tenant:
+            if after not in self.batches or self.batches.tenant(after) != tenant:
                 return [], False
             end = bisect.bisect_left(keys, self._key_of[after])
         page: list[BatchState] = []
         i = end - 1
         while i >= 0 and len(page) <= limit:
-            state = self.batches[keys[i][2]]
-            if state.tenant == tenant:
-                page.append(state)
+            batch_id = keys[i][2]
+            if self.batches.tenant(batch_id) == tenant:  # (no load of cold ones skipped)
+                page.append(self.batches[batch_id])
             i -= 1
         return page[:limit], len(page) > limit
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # An upload of purpose "batch" without expires_after expires this long after it was
     # created (OpenAI's default: 30 days); 0: never (docs/retention.md).
     batch_file_ttl_s: int = 30 * 86_400
+    # A batch terminal for longer than this leaves the coordinator's memory; GET and list
+    # load it from its stream (snapshot + tail) when asked (docs/recovery.md).
+    hot_batch_window_s: int = 3_600
     max_file_bytes: int = 200 * 2**20
     max_requests_per_batch: int = 50_000
     max_json_body_bytes: int = 1 * 2**20

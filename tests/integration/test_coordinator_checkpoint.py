@@ -4,10 +4,12 @@ events after it (real log and files on disk; the coordinator object, no Ray clus
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from actors.coordinator import Coordinator
-from batches import checkpoint
+from batches import checkpoint, timetravel
+from batches.domain import decider
 from batches.readmodel import ReadModel
 from eventlog import EventStore
 from tests.analytics.synth import Writer, delete, outcome, upload
@@ -71,4 +73,31 @@ def test_a_checkpoint_ahead_of_the_log_is_ignored(tmp_path: Path) -> None:
     checkpoint.save(tmp_path / checkpoint.DIR, model, fsync=False)
     c2 = coordinator(tmp_path)
     assert views(c2.model) == views(full_replay(tmp_path))
+    c2.store.close()
+
+
+def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path: Path) -> None:
+    history(tmp_path, 0, 8)  # b1, b3, b5, b7 completed (long ago); the others in progress
+    with EventStore.open(tmp_path / "log", fsync=False) as s:  # as the actor does at the end
+        state = timetravel.state_as_of(s, "b1")
+        assert state is not None
+        s.save_snapshot("batch-b1", state.version, decider.state_to_dict(state))
+    c = coordinator(tmp_path)
+    before = {i: decider.to_wire(c.model.batches[i]) for i in sorted(c.model.batches)}
+    pages = [b.id for b in c.model.list_batches("t0", None, 3)[0]]
+    page2 = [b.id for b in c.model.list_batches("t0", pages[-1], 3)[0]]
+
+    assert c.model.batches.evict(time.time(), c.settings.hot_batch_window_s) == 4
+    assert sorted(c.model.batches.hot) == ["b0", "b2", "b4", "b6"]  # running ones stay
+    assert len(c.model.batches) == 8 and "b1" in c.model.batches
+    assert {i: decider.to_wire(c.model.batch("t0", i)) for i in sorted(c.model.batches)} == before
+    assert [b.id for b in c.model.list_batches("t0", None, 3)[0]] == pages
+    assert [b.id for b in c.model.list_batches("t0", pages[-1], 3)[0]] == page2
+    assert c.model.batch("t1", "b1") is None  # another tenant's, even cold
+    asyncio.run(c._checkpoint())
+    c.store.close()
+
+    c2 = coordinator(tmp_path)  # restored: still cold, still served
+    assert sorted(c2.model.batches.cold) == ["b1", "b3", "b5", "b7"]
+    assert decider.to_wire(c2.model.batch("t0", "b7")) == before["b7"]
     c2.store.close()

@@ -70,8 +70,11 @@ def file_events(j: int, deleted: bool) -> list[Event]:
 
 
 def views(model: ReadModel) -> dict[str, Any]:
-    """What the model answers, beside what it holds."""
-    out: dict[str, Any] = {"dict": checkpoint.to_dict(model)}
+    """What the model holds (cold batches loaded) and what it answers."""
+    held = checkpoint.to_dict(model)
+    del held["batches"], held["cold_batches"]
+    held["all batches"] = {k: d.state_to_dict(model.batches[k]) for k in sorted(model.batches)}
+    out: dict[str, Any] = {"dict": held}
     for tenant in ("t0", "t1"):
         out[tenant] = (
             [b.id for b in model.list_batches(tenant, None, 100)[0]],
@@ -105,22 +108,31 @@ def test_checkpoint_plus_catch_up_equals_full_replay(data: st.DataObject) -> Non
     for pos, (stream, type_, ev_data) in enumerate(log, start=1):
         full.apply(stream, type_, ev_data, pos)
 
+    def loader(batch_id: str) -> d.BatchState | None:  # the stream, as the log has it
+        return d.fold((t, e) for s_, t, e in log if s_ == "batch-" + batch_id)
+
     k = data.draw(st.integers(0, len(log)), label="checkpoint at")
     partial = ReadModel()
+    partial.batches.loader = loader
     for pos, (stream, type_, ev_data) in enumerate(log[:k], start=1):
         partial.apply(stream, type_, ev_data, pos)
+    if data.draw(st.booleans(), label="evict terminal batches"):
+        partial.batches.evict(T0 + 10**6, 0)
     with tempfile.TemporaryDirectory() as tmp:
         saved = checkpoint.save(Path(tmp), partial, fsync=False)
         assert saved == (k > 0)
         restored = checkpoint.load(Path(tmp)) if saved else ReadModel()
     assert restored is not None
     assert restored.position == k
+    assert set(restored.batches.cold) == set(partial.batches.cold)
+    restored.batches.loader = loader
     for pos, (stream, type_, ev_data) in enumerate(log[k:], start=k + 1):
         restored.apply(stream, type_, ev_data, pos)
     assert views(restored) == views(full)
     # the index of active batches is what a scan of every batch finds
     scan = [k[2] for k in full._batch_keys if full.batches[k[2]].status in d.ACTIVE_STATUSES]
     assert [b.id for b in full.active_batches()] == scan
+    assert [b.id for b in restored.active_batches()] == scan
 
 
 def test_prune_claims_drops_old_claims_only_and_answers_the_same() -> None:
