@@ -44,7 +44,7 @@ from batches.domain.idempotency import idempotency_digest
 from batches.domain.ids import new_batch_id, new_file_id
 from batches.filestore import FileStore, LocalFileStore, free_bytes
 from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
-from batches.results import Kind, results_page
+from batches.results import Kind, LineIndex, indexed_page
 from batches.settings import Settings
 from batches.timeline import timeline_page
 from batches.timetravel import state_as_of
@@ -96,6 +96,7 @@ class Coordinator:
         self.crashes: dict[str, int] = {}  # batch id -> failures in a row (this incarnation)
         self.not_before: dict[str, float] = {}  # batch id -> monotonic time of next try
         self.create_rate = CreateRate(self.settings.tenant_creates_per_minute)
+        self.line_index = LineIndex()  # partial results: where each 1000th line is
         self._catch_up()
 
     # -- the log -----------------------------------------------------------------
@@ -607,17 +608,27 @@ class Coordinator:
 
     @returns_errors
     async def batch_results(
-        self, tenant: str, batch_id: str, kind: Kind, from_version: int, skip: int, limit: int
+        self,
+        tenant: str,
+        batch_id: str,
+        kind: Kind,
+        from_version: int,
+        skip: int,
+        limit: int,
+        ordinal: int = 0,
     ) -> dict[str, Any]:
         """A bounded step of the partial-results extension (batches/results.py)."""
         state = self._batch(tenant, batch_id)
-        page = results_page(
+        page = indexed_page(
             self.store,
+            self.line_index,
+            batch_id,
             batch_stream(batch_id),
             kind,
             from_version,
             skip,
-            limit,  # type: ignore[arg-type]
+            limit,
+            ordinal,
         )
         return {
             "lines": page.lines,

@@ -8,6 +8,7 @@ final file will hold at the same place.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -60,6 +61,12 @@ class ResultsPage:
     lines: list[bytes] = field(default_factory=list)
     skipped: int = 0  # lines of this kind passed over to honour ``skip``
     next_version: int = 1  # where the next step starts reading
+    # (n, version): the kind's line n (0-based) is recorded at ``version``; every
+    # CHECKPOINT_EVERY-th line passed, for the LineIndex.
+    checkpoints: list[tuple[int, int]] = field(default_factory=list)
+
+
+CHECKPOINT_EVERY = 1_000
 
 
 def results_page(
@@ -70,21 +77,80 @@ def results_page(
     skip: int,
     limit: int,
     max_events: int = 10_000,
+    ordinal: int = 0,
 ) -> ResultsPage:
     """Lines of ``kind`` from ``from_version``: pass over ``skip`` of them, then up to
     ``limit``; reads at most ``max_events`` events, so one call stays short. Nothing
-    new to read leaves ``next_version`` where it was."""
+    new to read leaves ``next_version`` where it was. ``ordinal``: how many lines of
+    ``kind`` come before ``from_version`` (for the checkpoints)."""
     result = ResultsPage(next_version=from_version)
+    n = ordinal
     for page in _pages(log, stream_id, from_version, max_events):
         for event in page:
             result.next_version = event.version + 1
-            line = _line(event)
-            if line is None or line[0] != kind:
+            if KIND_OF_EVENT.get(event.type) != kind:
                 continue
+            if n % CHECKPOINT_EVERY == 0:
+                result.checkpoints.append((n, event.version))
+            n += 1
             if result.skipped < skip:
-                result.skipped += 1
+                result.skipped += 1  # not encoded: skipping stays cheap
                 continue
-            result.lines.append(line[1])
+            result.lines.append(encode_line(output_line(event.data)))
             if len(result.lines) >= limit:
                 return result
+    return result
+
+
+class LineIndex:
+    """Where a batch's Nth output (or error) line is recorded, learnt while serving:
+    a checkpoint every CHECKPOINT_EVERY lines, so a consumer asking for the lines after
+    N does not make every request rescan the stream from its start. Bounded to the
+    most recent ``max_batches`` batches; a checkpoint never changes (the stream only
+    grows), so a stale one cannot exist."""
+
+    def __init__(self, max_batches: int = 256) -> None:
+        self.max_batches = max_batches
+        self._points: OrderedDict[tuple[str, str], dict[int, int]] = OrderedDict()
+
+    def learn(self, batch_id: str, kind: str, checkpoints: list[tuple[int, int]]) -> None:
+        if not checkpoints:
+            return
+        key = (batch_id, kind)
+        self._points.setdefault(key, {}).update(checkpoints)
+        self._points.move_to_end(key)
+        while len(self._points) > self.max_batches:
+            self._points.popitem(last=False)
+
+    def jump(
+        self, batch_id: str, kind: str, from_version: int, ordinal: int, skip: int
+    ) -> tuple[int, int, int]:
+        """``(from_version, ordinal, skip)`` moved to the furthest known checkpoint that
+        passing over ``skip`` lines would reach; unchanged if none is known."""
+        points = self._points.get((batch_id, kind))
+        if not points or skip <= 0:
+            return from_version, ordinal, skip
+        best = max((n for n in points if ordinal < n <= ordinal + skip), default=None)
+        if best is None or points[best] < from_version:
+            return from_version, ordinal, skip
+        return points[best], best, ordinal + skip - best
+
+
+def indexed_page(
+    log: EventLog,
+    index: LineIndex,
+    batch_id: str,
+    stream_id: str,
+    kind: Kind,
+    from_version: int,
+    skip: int,
+    limit: int,
+    ordinal: int = 0,
+) -> ResultsPage:
+    """``results_page`` that starts from the furthest known checkpoint and teaches the
+    index what it passes; ``skipped`` also counts the lines a checkpoint jumped over."""
+    start, at, left = index.jump(batch_id, kind, from_version, ordinal, skip)
+    result = results_page(log, stream_id, kind, start, left, limit, ordinal=at)
+    index.learn(batch_id, kind, result.checkpoints)
+    result.skipped += skip - left
     return result

@@ -110,17 +110,21 @@ async def batch_results(
     async def lines() -> AsyncIterator[bytes]:
         step: dict[str, Any] = first
         start, skip, sent = 1, after, 0
+        ordinal = 0  # lines of this kind before `start`
         while True:
             skip -= step["skipped"]
             for line in step["lines"]:
                 yield line
             sent += len(step["lines"])
+            ordinal += step["skipped"] + len(step["lines"])
             if (limit is not None and sent >= limit) or step["next_version"] == start:
                 return  # enough, or nothing more was read: the end of the log for now
             start = step["next_version"]
             want = RESULTS_PAGE if limit is None else min(limit - sent, RESULTS_PAGE)
             step = unwrap(
-                await coordinator.batch_results.remote(tenant, batch_id, kind, start, skip, want)
+                await coordinator.batch_results.remote(
+                    tenant, batch_id, kind, start, skip, want, ordinal
+                )
             )
 
     return StreamingResponse(
