@@ -34,6 +34,7 @@ WEBHOOK_ABANDONED = "WebhookAbandoned"
 WEBHOOK_TYPES: dict[str, str] = {
     ev.BATCH_COMPLETED: "batch.completed",
     ev.BATCH_VALIDATION_FAILED: "batch.failed",
+    ev.BATCH_FAILED: "batch.failed",  # its actor kept crashing (issue 10)
     ev.BATCH_CANCELLED: "batch.cancelled",
     ev.BATCH_EXPIRED: "batch.expired",
 }

@@ -53,6 +53,7 @@ def test_a_batch_that_ends_is_queued_once_with_stable_ids() -> None:
     [
         ("BatchCompleted", "batch.completed"),
         ("BatchValidationFailed", "batch.failed"),
+        ("BatchFailed", "batch.failed"),
         ("BatchCancelled", "batch.cancelled"),
         ("BatchExpired", "batch.expired"),
     ],
