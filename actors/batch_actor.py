@@ -280,8 +280,13 @@ class BatchActor:
                     yield line, request["custom_id"]
             return
         log.warning("batch %s: input file gone; unfinished lines get no custom_id", self.batch_id)
-        for line in range(1, self.state.total + 1):
+        # As many as the state counts unfinished (blank input lines, numbered but not
+        # requests, cannot be told apart without the file).
+        left, line = decider.unfinished_count(self.state), 0
+        while left > 0:
+            line += 1
             if not decider.is_done(self.state, line):
+                left -= 1
                 yield line, None
 
     def _write_files(

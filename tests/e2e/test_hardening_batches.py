@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from batches.testing import FakeUpstream, Service
-from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for
+from tests.e2e.conftest import FAST_RETRIES, chat_lines, read_lines, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +140,25 @@ def test_stored_bytes_are_limited_per_tenant(service: Service) -> None:
     assert [f.id for f in carol.files.list()] == [first.id]  # the refused one left nothing
     carol.files.delete(first.id)
     upload(carol, content)  # room again
+
+
+def test_cancel_finishes_without_the_input_file(service: Service, upstream: FakeUpstream) -> None:
+    """The log knows which lines have no outcome: a cancel does not need to re-read the
+    input (here removed behind the API's back) to write its error file."""
+    upstream.configure(latency_ms=200)
+    alice = client(service, "key-a")
+    try:
+        source = upload(alice, chat_lines(200, prefix="gone"))
+        batch = create(alice, source.id)
+        wait_running(alice, batch.id)
+        os.unlink(service.data_dir / "files" / source.id)
+        alice.batches.cancel(batch.id)
+        done = wait_for(alice, batch.id, {"cancelled", "failed"}, timeout=180)
+        assert done.status == "cancelled", done
+        counts = done.request_counts
+        assert counts is not None and counts.completed + counts.failed == 200
+        errors = read_lines(alice, done.error_file_id)
+        unfinished = [e for e in errors if e["error"]["code"] == "batch_cancelled"]
+        assert len(unfinished) == counts.failed and all(e["custom_id"] is None for e in unfinished)
+    finally:
+        upstream.reset()
