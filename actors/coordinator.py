@@ -491,9 +491,7 @@ class Coordinator:
             )
             if claim is not None:
                 if claim.digest != digest:
-                    raise IdempotencyConflict(
-                        "This idempotency key was already used with different parameters."
-                    )
+                    raise IdempotencyConflict(msg.idempotency_key_reused())
                 return {
                     "batch": self._wire(self.model.batches[claim.batch_id]),
                     "created": False,

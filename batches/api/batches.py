@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from batches.api import live
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
+from batches.domain import messages as msg
 from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
 from batches.domain.ids import new_batch_id
@@ -27,20 +28,18 @@ async def _json_body(request: Request) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+            raise ApiError(413, msg.request_too_large(limit), "request_too_large")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            400, "We could not parse the JSON body of your request.", "invalid_json"
-        ) from exc
+        raise ApiError(400, msg.unparseable_json_body(), "invalid_json") from exc
 
 
 @router.post("")
 async def create_batch(request: Request, tenant: Tenant) -> Any:
     raw = await _json_body(request)
     if not isinstance(raw, dict):
-        raise ApiError(400, "The request body must be a JSON object.", "invalid_request")
+        raise ApiError(400, msg.body_not_an_object(), "invalid_request")
     try:
         body = CreateBatchRequest.model_validate(raw)
     except ValidationError as exc:

@@ -23,6 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from batches.api.auth import tenant_of
 from batches.api.errors import ApiError, unwrap
 from batches.domain import events as ev
+from batches.domain import messages as msg
 from batches.domain.decider import is_terminal
 
 router = APIRouter(prefix="/v1/batches", tags=["batches (extensions)"])
@@ -42,7 +43,7 @@ def resume_point(after: int | None, last_event_id: str | None) -> int:
     if value < 0:
         raise ApiError(
             400,
-            "Invalid 'Last-Event-ID': expected a non-negative integer (an event's id).",
+            msg.invalid_last_event_id(),
             "invalid_value",
             "Last-Event-ID",
         )

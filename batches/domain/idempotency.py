@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from batches.domain import messages as msg
 from batches.domain.errors import ConflictingIdempotencyKeys, IdempotencyConflict, InvalidRequest
 from batches.domain.wire import MAX_IDEMPOTENCY_KEY_CHARS
 
@@ -56,10 +57,10 @@ def parse_idempotency_header(value: str) -> str:
     elif text and all(_is_bare_char(ch) for ch in text):
         key = text
     else:
-        raise InvalidRequest("Invalid Idempotency-Key header.", param="Idempotency-Key")
+        raise InvalidRequest(msg.invalid_idempotency_header(), param="Idempotency-Key")
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters.",
+            msg.idempotency_key_length(MAX_IDEMPOTENCY_KEY_CHARS),
             param="Idempotency-Key",
         )
     return key
@@ -74,12 +75,12 @@ def _unquote(inner: str) -> str:
             nxt = next(chars, "")
             if nxt not in ('"', "\\"):
                 raise InvalidRequest(
-                    "Invalid escape in Idempotency-Key header.", param="Idempotency-Key"
+                    msg.invalid_idempotency_header("escape"), param="Idempotency-Key"
                 )
             out.append(nxt)
         elif ch == '"' or not " " <= ch <= "~":
             raise InvalidRequest(
-                "Invalid character in Idempotency-Key header.", param="Idempotency-Key"
+                msg.invalid_idempotency_header("character"), param="Idempotency-Key"
             )
         else:
             out.append(ch)
@@ -97,10 +98,7 @@ def resolve_idempotency_key(
     header_key = parse_idempotency_header(header_value) if header_value is not None else None
     given = {k for k in (body_key, alias_key, header_key) if k is not None}
     if len(given) > 1:
-        raise ConflictingIdempotencyKeys(
-            "The request names different idempotency keys (idempotency_key, idem_tok, "
-            "Idempotency-Key header); send one key."
-        )
+        raise ConflictingIdempotencyKeys(msg.conflicting_idempotency_keys())
     return given.pop() if given else None
 
 
@@ -150,10 +148,7 @@ class IdempotencyIndex:
         if claim is None:
             return None
         if claim.digest != digest:
-            raise IdempotencyConflict(
-                f"Idempotency key '{key}' was already used with different parameters "
-                f"(batch {claim.batch_id})."
-            )
+            raise IdempotencyConflict(msg.idempotency_key_reused())
         return claim.batch_id
 
     def prune(self, now: float, retention_s: float) -> int:

@@ -276,6 +276,42 @@ def cannot_transition(verb: str, status: str) -> str:
     return f"Cannot {verb} a batch with status '{status}'."
 
 
+def request_too_large(limit: int) -> str:
+    return f"Request body is larger than {limit} bytes."
+
+
+def unparseable_json_body() -> str:
+    return "We could not parse the JSON body of your request."
+
+
+def body_not_an_object() -> str:
+    return "The request body must be a JSON object."
+
+
+def idempotency_key_reused() -> str:
+    return "This idempotency key was already used with different parameters."
+
+
+def conflicting_idempotency_keys() -> str:
+    return (
+        "The request names different idempotency keys (idempotency_key, idem_tok, "
+        "Idempotency-Key header); send one key."
+    )
+
+
+def invalid_idempotency_header(problem: str = "") -> str:
+    """``problem``: "escape" or "character" for a bad quoted string, else the whole header."""
+    return f"Invalid {problem + ' in ' if problem else ''}Idempotency-Key header."
+
+
+def idempotency_key_length(limit: int) -> str:
+    return f"Idempotency-Key must be 1 to {limit} characters."
+
+
+def invalid_last_event_id() -> str:
+    return "Invalid 'Last-Event-ID': expected a non-negative integer (an event's id)."
+
+
 # pydantic's constraint failures, by error type: (code, message(param, value, ctx)).
 _PYDANTIC_TYPES: dict[str, str] = {
     "string_type": "a string",

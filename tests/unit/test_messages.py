@@ -157,3 +157,17 @@ def test_a_failed_batch_from_an_old_log_replays_bounded() -> None:
     fresh = decider.fold(created)
     events = decider.decide(fresh, decider.RecordValidation(at=101, errors=old))
     assert sum(len(e["message"]) for e in events[0][1]["errors"]) <= msg.MAX_ERRORS_CHARS
+
+
+def test_create_and_stream_messages_are_here() -> None:
+    assert msg.idempotency_key_reused() == (
+        "This idempotency key was already used with different parameters."
+    )
+    assert msg.invalid_idempotency_header() == "Invalid Idempotency-Key header."
+    assert msg.invalid_idempotency_header("escape") == "Invalid escape in Idempotency-Key header."
+    assert msg.idempotency_key_length(255) == "Idempotency-Key must be 1 to 255 characters."
+    assert "send one key" in msg.conflicting_idempotency_keys()
+    assert msg.request_too_large(10) == "Request body is larger than 10 bytes."
+    assert msg.unparseable_json_body() == "We could not parse the JSON body of your request."
+    assert msg.body_not_an_object() == "The request body must be a JSON object."
+    assert "Last-Event-ID" in msg.invalid_last_event_id()
