@@ -147,10 +147,16 @@ class Outbox:
             del self.pending[batch_id]
 
     def to_queue(self) -> list[dict[str, Any]]:
-        """Batches that ended after webhooks were enabled and have no delivery yet."""
+        """Batches that ended after webhooks were enabled and have no delivery yet.
+
+        Those that ended before are dropped here, so a long history folded at start
+        does not stay in memory."""
         if self.enabled_after is None:
             return []
-        return [q for pos, q in self.ended.values() if pos > self.enabled_after]
+        cutoff = self.enabled_after
+        for batch_id in [b for b, (pos, _) in self.ended.items() if pos <= cutoff]:
+            del self.ended[batch_id]
+        return [q for _, q in self.ended.values()]
 
     def skip(self, batch_id: str) -> None:
         """A batch whose tenant has no webhook: forget it."""

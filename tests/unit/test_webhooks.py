@@ -66,6 +66,7 @@ def test_each_terminal_event_has_its_webhook_type(terminal: str, kind: str) -> N
 def test_batches_that_ended_before_webhooks_were_enabled_get_none() -> None:
     box = fold([CREATED, DONE, ("webhooks", wh.WEBHOOKS_ENABLED, {"after_position": 2})])
     assert box.to_queue() == []
+    assert box.ended == {}  # and they are not kept in memory either
     assert fold([CREATED, DONE]).to_queue() == []  # not enabled yet: nothing
 
 
