@@ -16,6 +16,9 @@ imports (a fixed cost of a new process, whatever the history):
   ``BatchActor._load`` does;
 * analytics: a new ``Analytics`` connection and its first query (the persisted tables are
   built once, first, and that build is reported apart);
+* coordinator start: the read model restored from its checkpoint and caught up (after a
+  run that evicted old terminal batches and wrote a checkpoint), then a GET of the oldest
+  batch (loaded from its stream when it is out of memory); before: a full replay;
 * the RSS of each process after the work (VmRSS);
 * with ``--baseline SRC``, each probe once more on the code before (``SRC`` made with
   ``git archive COMMIT eventlog batches | tar -x -C SRC``).
@@ -160,7 +163,35 @@ rows = a.sql('SELECT status, count(*) FROM batches GROUP BY 1 ORDER BY 1')
 dt = time.perf_counter() - t
 print(json.dumps({'s': dt, 'rss': rss_mib()}))
 """,
+    "coordinator start (read model)": _RSS
+    + """
+import time, json, sys
+from actors.coordinator import Coordinator
+t = time.perf_counter()
+c = Coordinator({'data_dir': sys.argv[1], 'fsync': False})
+dt = time.perf_counter() - t
+bid = c.model._batch_keys[0][2]  # the oldest batch
+b = c.model.batches
+tenant = b.tenant(bid) if hasattr(b, 'tenant') else b[bid].tenant
+t = time.perf_counter()
+assert c.model.batch(tenant, bid) is not None
+get = time.perf_counter() - t
+print(json.dumps({'s': dt, 'rss': rss_mib(), 'get_s': get}))
+""",
 }
+
+
+def checkpoint_coordinator(data_dir: Path) -> None:
+    """What a coordinator that ran a while leaves: old terminal batches out of memory and
+    a read-model checkpoint (it writes one a minute)."""
+    import asyncio
+
+    from actors.coordinator import Coordinator
+
+    c = Coordinator({"data_dir": str(data_dir), "fsync": False})
+    c.model.batches.evict(time.time(), c.settings.hot_batch_window_s)
+    asyncio.run(c._checkpoint())
+    c.store.close()
 
 
 def probe(code: str, data_dir: Path, src: Path = ROOT) -> dict[str, float]:
@@ -187,6 +218,7 @@ def main() -> None:
         help="a source tree of the code before (git archive COMMIT eventlog batches): each "
         "probe is also run once with it",
     )
+    parser.add_argument("--only", default="", help="run only the probes whose name has this")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     infos = {}
@@ -194,12 +226,18 @@ def main() -> None:
         infos[size] = prepare(args.dir / f"n{size}", size)
         print(f"history n{size}: {infos[size]}", flush=True)
     results: dict[str, dict[int, dict[str, float]]] = {}
+    probes = {n: c for n, c in PROBES.items() if args.only in n}
     for size in sizes:
+        if "coordinator start (read model)" in probes:
+            checkpoint_coordinator(args.dir / f"n{size}")
+    for size in sizes:
+        if "analytics connect + first query" not in probes:
+            break
         data_dir = args.dir / f"n{size}"
         shutil.rmtree(data_dir / "analytics", ignore_errors=True)
         build = probe(PROBES["analytics connect + first query"], data_dir)  # builds them
         results.setdefault("analytics first connect (builds the tables)", {})[size] = build
-    for name, code in PROBES.items():
+    for name, code in probes.items():
         for size in sizes:
             data_dir = args.dir / f"n{size}"
             runs = [probe(code, data_dir) for _ in range(args.repeat)]
@@ -207,10 +245,20 @@ def main() -> None:
                 "s": statistics.median(r["s"] for r in runs),
                 "rss": statistics.median(r["rss"] for r in runs),
             }
+            if "get_s" in runs[0]:
+                results.setdefault("GET of the oldest batch (read model)", {})[size] = {
+                    "s": statistics.median(r["get_s"] for r in runs),
+                    "rss": results[name][size]["rss"],
+                }
             print(name, size, results[name][size], flush=True)
             if args.baseline is not None:
                 before = probe(code, data_dir, args.baseline)
                 results.setdefault(f"{name}, before", {})[size] = before
+                if "get_s" in before:
+                    results.setdefault("GET of the oldest batch, before", {})[size] = {
+                        "s": before["get_s"],
+                        "rss": before["rss"],
+                    }
                 print(name, "before", size, before, flush=True)
     for size in sizes:
         data_dir = args.dir / f"n{size}"
@@ -225,7 +273,7 @@ def main() -> None:
     print("| --- |" + " ---: |" * len(sizes))
     for name, by_size in results.items():
         cells = " | ".join(
-            f"{by_size[s]['s'] * 1000:,.0f} ms, {by_size[s]['rss']:.0f} MiB" for s in sizes
+            f"{by_size[s]['s'] * 1000:,.1f} ms, {by_size[s]['rss']:.0f} MiB" for s in sizes
         )
         print(f"| {name} | {cells} |")
 
