@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYDIRS := batches actors eventlog tests bench
+PYDIRS := batches actors eventlog batchlog tests bench
 # Build lines from pip -v: cmake/ninja progress ("[ 42%]" or "[17/150]") and the result.
 PROGRESS := '^\s*\[ *[0-9]+(%|/[0-9]+)\]|^Successfully|^ERROR|[Ee]rror:'
 

@@ -26,14 +26,15 @@ from actors.results import error_result, is_error
 from batches.domain import decider
 from batches.domain import messages as msg
 from batches.domain.errors import DomainError
+from batches.domain.events import batch_stream
 from batches.domain.executor import WorkItem, make_outcome
 from batches.domain.outputs import encode_line, unfinished_line
+from batches.domain.progress import Step, next_step
 from batches.domain.validation import ValidationLimits, iter_requests, validate_input
 from batches.filestore import FileStore, LocalFileStore
-from batches.readmodel import batch_stream
 from batches.results import recorded_lines
 from batches.settings import Settings
-from eventlog import EventStore, NewEvent
+from eventlog import EventLog, EventStore, NewEvent
 
 log = logging.getLogger("batchlog.batch")
 
@@ -50,7 +51,7 @@ class BatchActor:
         self.settings = Settings.model_validate(settings)
         self.batch_id = batch_id
         self.stream = batch_stream(batch_id)
-        self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        self.store: EventLog = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
         self.files: FileStore = LocalFileStore(self.settings.data_dir)
         self.dispatcher = Dispatcher(self.settings)
         self.state = self._load()
@@ -110,41 +111,35 @@ class BatchActor:
     # -- the work ------------------------------------------------------------------
 
     async def _run(self) -> dict[str, Any]:
-        if self.state.status == "validating":
+        done: set[str] = set()
+        while (step := next_step(self.state, time.time(), done)) is not None:
+            done.add(step)
+            await self._perform(step)
+        return {"batch_id": self.batch_id, "status": self.state.status}
+
+    async def _perform(self, step: Step) -> None:
+        """One step of `batches.domain.progress`: the effect, then the decided events."""
+        if step == "validate":
             await self._validate()
-        if self.state.status == "in_progress":
+        elif step == "process":
             await self._routes()
             await self._process()
-        now = int(time.time())
-        status = self.state.status
-        if status == "in_progress" and decider.unfinished_count(self.state) == 0:
-            self._commit(decider.decide(self.state, decider.StartFinalizing(at=now)))
-        elif status in ("validating", "in_progress") and now >= self.state.expires_at:
+        elif step == "finalize":
+            self._commit(decider.decide(self.state, decider.StartFinalizing(at=int(time.time()))))
+        elif step == "expire":
             out, err = await self._write_results("batch_expired")
-            self._commit(
-                decider.decide(
-                    self.state, decider.Expire(at=now, output_file_id=out, error_file_id=err)
-                )
-            )
-        if self.state.status == "finalizing":
+            expire = decider.Expire(at=int(time.time()), output_file_id=out, error_file_id=err)
+            self._commit(decider.decide(self.state, expire))
+        elif step == "complete":
             out, err = await self._write_results(None)
-            self._commit(
-                decider.decide(
-                    self.state,
-                    decider.Complete(at=int(time.time()), output_file_id=out, error_file_id=err),
-                )
-            )
-        if self.state.status == "cancelling":
+            complete = decider.Complete(at=int(time.time()), output_file_id=out, error_file_id=err)
+            self._commit(decider.decide(self.state, complete))
+        elif step == "finish_cancel":
             out, err = await self._write_results("batch_cancelled")
-            self._commit(
-                decider.decide(
-                    self.state,
-                    decider.FinishCancel(
-                        at=int(time.time()), output_file_id=out, error_file_id=err
-                    ),
-                )
+            finish = decider.FinishCancel(
+                at=int(time.time()), output_file_id=out, error_file_id=err
             )
-        return {"batch_id": self.batch_id, "status": self.state.status}
+            self._commit(decider.decide(self.state, finish))
 
     async def _routes(self) -> dict[str, str]:
         coordinator = ray.get_actor(names.COORDINATOR, namespace=self.settings.namespace)

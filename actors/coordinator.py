@@ -1,13 +1,15 @@
-"""The coordinator: one named actor per deployment.
+"""The coordinator: one named actor per deployment, a thin shell around the core.
 
-It owns the `files` and `coordinator` streams (uploads, idempotency claims), writes the
-first event of each batch, serves every read from the read model (a projection of the
-whole log, caught up before each read), and starts one BatchActor per running batch,
-at most `max_active_batches` at once. At start it rebuilds everything from the log and
-re-activates every batch that is not terminal.
+The rules (files, create with idempotency, admission order, queue position, expiry of
+queued batches, finishing half-done creates) live in `batches.core.Coordination`. This
+actor holds what only Ray can: the BatchActor handles of running batches (at most
+`max_active_batches`), their supervision, the model list of the executors, and its
+own life cycle (Ray restarts it after a crash; it rebuilds from the log and resumes
+every batch that is not terminal).
 
-It is an async actor with no await between an idempotency lookup and its claim, so
-concurrent creates with one key cannot race: asyncio runs one of them at a time.
+It is an async actor and the core is synchronous, so concurrent creates with one key
+cannot race: asyncio runs one core call at a time. Domain errors go back as data
+(`actors.results`): pickled exception classes are fragile across Ray.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 
@@ -27,37 +29,20 @@ from actors.batch_actor import BatchActorRemote
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches import checkpoint
-from batches.admission import CreateRate, admission_order
+from batches.core import Coordination, CoreConfig
 from batches.domain import decider
-from batches.domain import events as ev
-from batches.domain import messages as msg
-from batches.domain.errors import (
-    DomainError,
-    FileInUse,
-    IdempotencyConflict,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    StorageUnavailable,
-)
-from batches.domain.idempotency import idempotency_digest
-from batches.domain.ids import new_batch_id, new_file_id
-from batches.filestore import FileStore, LocalFileStore, free_bytes
-from batches.readmodel import COORDINATOR_STREAM, FILES_STREAM, ReadModel, batch_stream
-from batches.results import Kind, LineIndex, indexed_page
+from batches.domain.errors import DomainError
+from batches.filestore import LocalFileStore, free_bytes
+from batches.results import Kind
 from batches.settings import Settings
-from batches.timeline import timeline_page
-from batches.timetravel import state_as_of
-from batches.wirefmt import batch_to_wire, file_to_wire
-from eventlog import EventStore, NewEvent, StoreFailed
+from eventlog import EventLog, EventStore
 from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
-RECOVER_FREE = 1 << 20  # reopen a failed store only once the disk has this much room
 COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
-T = TypeVar("T")
+RECOVER_FREE = 1 << 20  # reopen a failed log only once the disk has this much room
 
 
 def returns_errors(
@@ -80,70 +65,39 @@ def returns_errors(
 class Coordinator:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings.model_validate(settings)
-        self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
-        self.files: FileStore = LocalFileStore(self.settings.data_dir)
-        # the read model as of its last checkpoint (or empty); _catch_up replays the rest
+        store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        # The read model as of its last checkpoint (or empty); the core replays the rest.
         self._checkpoints = self.settings.data_dir / checkpoint.DIR
-        self.model = checkpoint.load(self._checkpoints, self.store.head()) or ReadModel()
-        self.model.batches.loader = lambda batch_id: state_as_of(self.store, batch_id)
-        self._checkpointed = self.model.position
+        restored = checkpoint.load(self._checkpoints, store.head())
+        self._checkpointed = restored.position if restored is not None else 0
+        self.core = Coordination(
+            store,
+            LocalFileStore(self.settings.data_dir),
+            clock=time.time,
+            reopen=self._reopen_log,
+            model=restored,
+            config=core_config(self.settings),
+        )
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
         self._tasks: set[asyncio.Task[None]] = set()
         self._models: tuple[float, dict[str, str]] = (0.0, {})
         self._started: asyncio.Task[dict[str, Any]] | None = None
-        self.fault: str | None = None  # a failed log write, until the store is reopened
         self.crashes: dict[str, int] = {}  # batch id -> failures in a row (this incarnation)
         self.not_before: dict[str, float] = {}  # batch id -> monotonic time of next try
-        self.create_rate = CreateRate(self.settings.tenant_creates_per_minute)
-        self.line_index = LineIndex()  # partial results: where each 1000th line is
-        self._catch_up()
 
-    # -- the log -----------------------------------------------------------------
-
-    def _catch_up(self) -> None:
-        while True:
-            events = self.store.read_all(after=self.model.position, limit=10_000)
-            if not events:
-                return
-            for e in events:
-                self.model.apply(e.stream_id, e.type, e.data, e.position)
-
-    def _append(self, stream: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-        if not events:
-            return
-        if self.fault is not None and not self._recover_store():
-            raise StorageUnavailable(msg_storage(self.fault))
+    def _reopen_log(self) -> EventLog | None:
+        """A fresh store after a failed write, once the disk has room again."""
+        settings = self.settings
+        if free_bytes(settings.data_dir) < max(settings.min_free_bytes, RECOVER_FREE):
+            return None
+        with contextlib.suppress(Exception):
+            self.core.log.close()
         try:
-            self.store.append(
-                stream,
-                [NewEvent(t, d) for t, d in events],
-                expected_version=self.store.version(stream),
-            )
-        except (StoreFailed, OSError) as exc:
-            # The store failed closed: nothing of this append is acknowledged. It is
-            # reopened (recovery drops any torn tail) once the disk has room again.
-            self.fault = str(exc)
-            log.error("event log write failed; refusing writes until it recovers: %s", exc)
-            raise StorageUnavailable(msg_storage(self.fault)) from exc
-        self._catch_up()
-
-    def _recover_store(self) -> bool:
-        """Reopen the store after a failed write, if the disk has room again."""
-        if free_bytes(self.settings.data_dir) < max(self.settings.min_free_bytes, RECOVER_FREE):
-            return False
-        try:
-            with contextlib.suppress(Exception):
-                self.store.close()
-            self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+            return EventStore.open(settings.log_dir, fsync=settings.fsync)
         except Exception:
             log.exception("reopening the event log failed; still refusing writes")
-            return False
-        log.warning("event log reopened after the fault (%s); writes accepted again", self.fault)
-        self.fault = None
-        self._catch_up()
-        self._finish_half_creates()
-        return True
+            return None
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -156,9 +110,8 @@ class Coordinator:
 
     async def _start(self) -> dict[str, Any]:
         """Finish half-done creates, resume every non-terminal batch, start supervising."""
-        self._catch_up()
-        self._finish_half_creates()
-        removed = self.files.sweep(set(self.model.files), self.settings.orphan_file_grace_s)
+        self.core.repair()
+        removed = self.core.sweep_orphans(self.settings.orphan_file_grace_s)
         if removed:
             log.info("removed %d content files no event names: %s", len(removed), removed[:20])
         await self._refresh_models(force=True)
@@ -166,7 +119,10 @@ class Coordinator:
         self._admit()
         task = asyncio.get_running_loop().create_task(self._supervise())
         self._tasks.add(task)
-        return {"batches": len(self.model.batches), "active": len(self.model.active_batches())}
+        return {
+            "batches": len(self.core.model.batches),
+            "active": len(self.core.model.active_batches()),
+        }
 
     def _reap_finished_actors(self) -> None:
         """Batch actors are detached, so one whose batch ended while no coordinator was
@@ -179,17 +135,11 @@ class Coordinator:
             return
         for name in found:
             batch_id = name[len(prefix) :] if name.startswith(prefix) else None
-            state = self.model.batches.get(batch_id) if batch_id else None
+            state = self.core.model.batches.get(batch_id) if batch_id else None
             if state is None or not decider.is_terminal(state.status):
                 continue
             with contextlib.suppress(Exception):
                 ray.kill(ray.get_actor(name, namespace=self.settings.namespace), no_restart=True)
-
-    def _finish_half_creates(self) -> None:
-        for batch_id, claim in list(self.model.claims.items()):
-            if batch_id not in self.model.batches:
-                # Crashed (or a write failed) between the claim and BatchCreated: finish it.
-                self._append(batch_stream(batch_id), self._create_events(claim["params"]))
 
     async def _supervise(self) -> None:
         rounds = 0
@@ -197,67 +147,39 @@ class Coordinator:
             await asyncio.sleep(1.0)
             rounds += 1
             try:
-                if self.fault is not None and not self._recover_store():
-                    continue
-                self._catch_up()
-                self._expire_queued()
-                self._expire_files(int(time.time()))
+                if not self.core.recover():
+                    continue  # the log failed a write and cannot be reopened yet
+                self.core.expire_queued(self.running)
+                self.core.expire_files()
                 self._admit()
                 if rounds % COMPACT_EVERY_ROUNDS == 0:
                     # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
                     await asyncio.to_thread(compact, self.settings.log_dir)
-                    self.model.prune_claims(time.time(), self.settings.idempotency_retention_s)
-                    self.model.batches.evict(time.time(), self.settings.hot_batch_window_s)
+                    self.core.forget_old()
                     await self._checkpoint()
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
 
-    def _expire_files(self, now: int) -> list[str]:
-        """Files past their expires_at: a FileExpired event, then their bytes go (a crash
-        between the two leaves bytes no event names: the start-up sweep removes them).
-        The input of a batch still running waits for it to finish."""
-        inputs = {b.input_file_id for b in self.model.active_batches()}
-        expired = []
-        for file_id in self.model.due_files(now, inputs):
-            record = self.model.files[file_id]
-            data = {"file_id": file_id, "at": now, "expires_at": record["expires_at"]}
-            self._append(FILES_STREAM, [(ev.FILE_EXPIRED, data)])
-            self.files.delete(file_id)
-            expired.append(file_id)
-        if expired:
-            log.info("expired %d files: %s", len(expired), expired[:20])
-        return expired
-
     async def _checkpoint(self) -> None:
         """Save the read model so the next start replays only what follows (taken here on
         the event loop, where nothing changes it meanwhile; written from a thread)."""
-        position = self.model.position
+        position = self.core.model.position
         if position > self._checkpointed:
-            state = checkpoint.to_dict(self.model)
+            state = checkpoint.to_dict(self.core.model)
             fsync = self.settings.fsync
             await asyncio.to_thread(
                 checkpoint.save_dict, self._checkpoints, position, state, fsync=fsync
             )
             self._checkpointed = position
 
-    def _queue(self) -> list[decider.BatchState]:
-        """Waiting batches in admission order (batches/admission.py)."""
-        now = int(time.time())
-        waiting = [b for b in self.model.active_batches() if b.id not in self.running]
-        tenants = [self.model.batches[i].tenant for i in self.running if i in self.model.batches]
-        return admission_order(waiting, tenants, now)
-
     def _admit(self) -> None:
-        """Start actors for waiting batches in admission order, skipping those backing
-        off after a crash."""
+        """Start an actor for each batch the core admits (it picks which, and in what
+        order), skipping those backing off after a crash."""
         clock = time.monotonic()
-        for state in self._queue():
-            if len(self.running) >= self.settings.max_active_batches:
-                return
-            if self.not_before.get(state.id, 0.0) > clock:
-                continue
+        backing_off = {b for b, t in self.not_before.items() if t > clock}
+        for batch_id in self.core.admissions(self.running, skip=backing_off):
             handle = BatchActorRemote.options(  # type: ignore[attr-defined]
-                name=names.batch_actor(state.id),
+                name=names.batch_actor(batch_id),
                 namespace=self.settings.namespace,
                 get_if_exists=True,
                 # Not owned by the coordinator: a coordinator crash must not stop running
@@ -269,9 +191,9 @@ class Coordinator:
                 max_restarts=self.settings.batch_max_restarts,
                 max_task_retries=self.settings.batch_max_restarts,
                 num_cpus=0,
-            ).remote(state.id, self.settings.actor_args())
-            self.running[state.id] = handle
-            task = asyncio.get_running_loop().create_task(self._run_batch(state.id, handle))
+            ).remote(batch_id, self.settings.actor_args())
+            self.running[batch_id] = handle
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, handle))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -289,22 +211,19 @@ class Coordinator:
                 ray.kill(handle, no_restart=True)
             except Exception:
                 log.debug("actor %s already gone", batch_id)
-        self._catch_up()
-        state = self.model.batches.get(batch_id)
-        if give_up is not None and state is not None:
-            # No actor owns the stream now: the coordinator writes the end.
-            command = decider.GiveUp(at=int(time.time()), message=give_up)
+        if give_up is not None:
             try:
-                self._append(batch_stream(batch_id), decider.decide(state, command))
+                self.core.give_up(batch_id, give_up)
             except DomainError:
                 log.exception("could not record that batch %s failed", batch_id)
+        self.core.catch_up()
         self._admit()
 
     def _crashed(self, batch_id: str, exc: Exception) -> str | None:
         """Count a crash and back off before the next try; the reason to give up, if it
         is time. A failed log write (disk full) is the store's fault, not the batch's:
         it backs off but does not count."""
-        storage = "StoreFailed" in repr(exc) or self.fault is not None
+        storage = "StoreFailed" in repr(exc) or self.core.fault is not None
         crashes = self.crashes.get(batch_id, 0) + (0 if storage else 1)
         self.crashes[batch_id] = crashes
         delay = min(self.settings.batch_restart_backoff_s * 2 ** max(crashes - 1, 0), 60.0)
@@ -325,22 +244,6 @@ class Coordinator:
             f"{type(exc).__name__}: {str(exc)[:300]}"
         )
 
-    def _expire_queued(self) -> None:
-        """A batch that never got a slot before its window ended expires here.
-
-        Only unvalidated ones: they have no lines to report, so no files to write. An
-        overdue in_progress batch is admitted first instead, and its actor expires it.
-        """
-        now = int(time.time())
-        for state in self.model.active_batches():
-            if (
-                state.id not in self.running
-                and state.status == "validating"
-                and now >= state.expires_at
-            ):
-                expire = decider.Expire(at=now, output_file_id=None, error_file_id=None)
-                self._append(batch_stream(state.id), decider.decide(state, expire))
-
     # -- models ------------------------------------------------------------------
 
     async def _refresh_models(self, force: bool = False) -> dict[str, str]:
@@ -351,10 +254,6 @@ class Coordinator:
             models = {**models, **fresh} if models else fresh
             self._models = (time.monotonic(), models)
         return models
-
-    @returns_errors
-    async def models(self) -> list[str]:
-        return sorted(await self._refresh_models())
 
     @returns_errors
     async def model_owners(self) -> dict[str, str]:
@@ -374,81 +273,23 @@ class Coordinator:
         lines: int | None,
         expires_at: int | None = None,
     ) -> dict[str, Any]:
-        """Record a file whose bytes are already durable; idempotent for a known file_id."""
-        self._catch_up()
-        file_id = file_id or new_file_id()
-        existing = self.model.files.get(file_id)
-        if existing is not None:
-            return file_to_wire(existing)
-        limit = self.settings.tenant_max_stored_bytes
-        if purpose == "batch" and limit > 0:
-            stored = sum(
-                f["bytes"]
-                for f in self.model.files.values()
-                if f["tenant"] == tenant and f["purpose"] == "batch"
-            )
-            if stored + size > limit:
-                raise RateLimited(
-                    f"Your uploaded files would take {stored + size} bytes, over the "
-                    f"{limit} byte limit per tenant; delete some files first.",
-                    retry_after_s=60.0,
-                    param="file",
-                )
-        created_at = int(time.time())
-        if expires_at is None and purpose == "batch" and self.settings.batch_file_ttl_s > 0:
-            expires_at = created_at + self.settings.batch_file_ttl_s  # OpenAI's default
-        data = {
-            "file_id": file_id,
-            "tenant": tenant,
-            "filename": filename,
-            "purpose": purpose,
-            "bytes": size,
-            "created_at": created_at,
-            "expires_at": expires_at,
-            "path": self.files.location(file_id),
-            "sha256": sha256,
-            "lines": lines,
-        }
-        self._append(FILES_STREAM, [("FileUploaded", data)])
-        return file_to_wire(self.model.files[file_id])
+        return self.core.register_file(
+            tenant, file_id, filename, purpose, size, sha256, lines, expires_at
+        )
 
     @returns_errors
     async def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        return file_to_wire(self._file(tenant, file_id))
-
-    @returns_errors
-    async def file_path(self, tenant: str, file_id: str) -> dict[str, Any]:
-        record = self._file(tenant, file_id)
-        return {"path": str(self.settings.data_dir / record["path"]), "bytes": record["bytes"]}
+        return self.core.get_file(tenant, file_id)
 
     @returns_errors
     async def list_files(
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
     ) -> dict[str, Any]:
-        self._catch_up()
-        records, has_more = self.model.list_files(tenant, purpose, after, limit, order)
-        return _page([file_to_wire(r) for r in records], has_more)
+        return self.core.list_files(tenant, purpose, after, limit, order)
 
     @returns_errors
     async def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        self._file(tenant, file_id)
-        users = [b.id for b in self.model.active_batches() if b.input_file_id == file_id]
-        if users:
-            # Its batches still read it (validation, re-reads after a crash, results).
-            raise FileInUse(
-                f"File {file_id} is the input of batch {users[0]}, which has not finished; "
-                "delete it after the batch ends (or cancel the batch first)."
-            )
-        self._append(FILES_STREAM, [("FileDeleted", {"file_id": file_id, "at": int(time.time())})])
-        self.files.delete(file_id)
-        return {"id": file_id, "object": "file", "deleted": True}
-
-    def _file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        self._catch_up()
-        record = self.model.file(tenant, file_id)
-        if record is None:
-            raise NotFound(msg.file_not_found(file_id), param="file_id")
-        return record
+        return self.core.delete_file(tenant, file_id)
 
     # -- batches -----------------------------------------------------------------
 
@@ -460,149 +301,41 @@ class Coordinator:
         idempotency_key: str | None,
         batch_id: str | None = None,
     ) -> dict[str, Any]:
-        """Returns {"batch": wire, "created": bool}. No await between lookup and claim.
-
-        `batch_id` is minted by the caller, so a call Ray retries after a coordinator
-        crash finds the batch it made instead of making a second one."""
-        self._catch_up()
-        made = self.model.batch(tenant, batch_id) if batch_id else None
-        if made is not None:
-            return {"batch": self._wire(made), "created": False}
-        source = self.model.file(tenant, params["input_file_id"])
-        # An unknown file does not refuse the create: as on OpenAI, the batch is created
-        # and fails validation (see _create_events), so OpenAI's clients handle it.
-        if source is not None and source["purpose"] != "batch":
-            raise InvalidRequest(
-                msg.input_file_wrong_purpose(),
-                param="input_file_id",
-                code="invalid_input_file_id",
-            )
-        digest = idempotency_digest(
-            params["input_file_id"],
-            params["endpoint"],
-            params["completion_window"],
-            params.get("metadata"),
-            params.get("output_expires_after"),
-        )
-        now = int(time.time())
-        if idempotency_key is not None:
-            claim = self.model.idempotency.lookup(
-                tenant, idempotency_key, now, self.settings.idempotency_retention_s
-            )
-            if claim is not None:
-                if claim.digest != digest:
-                    raise IdempotencyConflict(msg.idempotency_key_reused())
-                return {
-                    "batch": self._wire(self.model.batches[claim.batch_id]),
-                    "created": False,
-                }
-        self._check_create_quota(tenant)
-        create = {
-            "batch_id": batch_id or new_batch_id(),
-            "tenant": tenant,
-            "input_file_id": params["input_file_id"],
-            "endpoint": params["endpoint"],
-            "completion_window": params["completion_window"],
-            "metadata": params.get("metadata"),
-            "output_expires_after": params.get("output_expires_after"),
-            "idempotency_key": idempotency_key,
-            "at": now,
-        }
-        if idempotency_key is not None:
-            claim_data = {
-                "tenant": tenant,
-                "key": idempotency_key,
-                "digest": digest,
-                "batch_id": create["batch_id"],
-                "params": create,
-                "at": now,
-            }
-            self._append(COORDINATOR_STREAM, [("IdempotencyKeyClaimed", claim_data)])
-        self._append(batch_stream(create["batch_id"]), self._create_events(create))
-        self._admit()
-        return {"batch": self._wire(self.model.batches[create["batch_id"]]), "created": True}
-
-    def _check_create_quota(self, tenant: str) -> None:
-        """Per-tenant limits (429 with Retry-After): waiting batches, then create rate."""
-        limit = self.settings.tenant_max_queued_batches
-        if limit > 0:
-            queued = sum(
-                1
-                for b in self.model.active_batches()
-                if b.tenant == tenant and b.id not in self.running
-            )
-            if queued >= limit:
-                raise RateLimited(
-                    f"You have {queued} batches waiting to run, the limit per tenant; "
-                    "retry when some have started.",
-                    retry_after_s=30.0,
-                )
-        wait = self.create_rate.take(tenant, time.monotonic())
-        if wait is not None:
-            raise RateLimited(
-                f"Too many batch creates: the limit is {self.settings.tenant_creates_per_minute:g}"
-                " per minute per tenant.",
-                retry_after_s=wait,
-            )
-
-    def _create_events(self, create: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        command = decider.CreateBatch(**create)
-        events = decider.decide(None, command)
-        if self.settings.completion_window_s != 86_400:
-            # A test setting shortens the window; the event records the real deadline.
-            for _, data in events:
-                if "expires_at" in data:
-                    data["expires_at"] = create["at"] + self.settings.completion_window_s
-        if self.model.file(create["tenant"], create["input_file_id"]) is None:
-            # Created, then failed at validation in the same append: no actor needed.
-            missing = msg.input_file_not_found(create["input_file_id"])
-            failed = decider.RecordValidation(at=create["at"], errors=(missing,))
-            events += decider.decide(decider.fold(events), failed)
-        return events
-
-    def _wire(self, state: decider.BatchState, queue: list[str] | None = None) -> dict[str, Any]:
-        """The Batch, plus `queue_position` (an extension) while it waits for a slot."""
-        wire = batch_to_wire(state)
-        if state.status in decider.ACTIVE_STATUSES and state.id not in self.running:
-            waiting = queue if queue is not None else [b.id for b in self._queue()]
-            wire["queue_position"] = waiting.index(state.id) + 1
-        return wire
+        """Returns {"batch": wire, "created": bool}. `batch_id` is minted by the caller,
+        so a call Ray retries after a coordinator crash finds the batch it made."""
+        result = self.core.create_batch(tenant, params, idempotency_key, self.running, batch_id)
+        if result["created"]:
+            self._admit()
+            result["batch"] = self.core.get_batch(tenant, result["batch"]["id"], self.running)
+        return result
 
     @returns_errors
     async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        return self._wire(self._batch(tenant, batch_id))
+        return self.core.get_batch(tenant, batch_id, self.running)
 
     @returns_errors
     async def list_batches(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
-        self._catch_up()
-        states, has_more = self.model.list_batches(tenant, after, limit)
-        queue = [b.id for b in self._queue()]
-        return _page([self._wire(s, queue) for s in states], has_more)
+        return self.core.list_batches(tenant, after, limit, self.running)
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        state = self._batch(tenant, batch_id)
+        self.core.batch_state(tenant, batch_id)  # 404 for another tenant's batch
         handle = self.running.get(batch_id)
-        if handle is not None:
+        if handle is None:
+            # No actor owns the stream while the batch waits for a slot: the core writes.
+            self.core.cancel_queued(tenant, batch_id, self.running)
+            self._admit()  # a cancelling batch is admitted first, to write its files
+        else:
             result: dict[str, Any] = await handle.cancel.remote()
             if is_error(result):
                 return result
-            self._catch_up()
-            return self._wire(self.model.batches[batch_id])
-        # No actor owns the stream while the batch waits for a slot: write here.
-        events = decider.decide(state, decider.Cancel(at=int(time.time())))
-        self._append(batch_stream(batch_id), events)
-        self._admit()  # a cancelling batch is admitted first, to write its files
-        return self._wire(self.model.batches[batch_id])
+        return self.core.get_batch(tenant, batch_id, self.running)
 
     @returns_errors
     async def batch_events(
         self, tenant: str, batch_id: str, after: int | None, limit: int
     ) -> dict[str, Any]:
-        self._batch(tenant, batch_id)
-        # The batch's events, then its webhook delivery's (batches/timeline.py).
-        data, has_more = timeline_page(self.store, batch_id, after or 0, limit)
-        return _page(data, has_more)
+        return self.core.batch_events(tenant, batch_id, after, limit)
 
     @returns_errors
     async def batch_results(
@@ -615,63 +348,31 @@ class Coordinator:
         limit: int,
         ordinal: int = 0,
     ) -> dict[str, Any]:
-        """A bounded step of the partial-results extension (batches/results.py)."""
-        state = self._batch(tenant, batch_id)
-        page = indexed_page(
-            self.store,
-            self.line_index,
-            batch_id,
-            batch_stream(batch_id),
-            kind,
-            from_version,
-            skip,
-            limit,
-            ordinal,
-        )
-        return {
-            "lines": page.lines,
-            "skipped": page.skipped,
-            "next_version": page.next_version,
-            "status": state.status,
-        }
-
-    def _batch(self, tenant: str, batch_id: str) -> decider.BatchState:
-        self._catch_up()
-        state = self.model.batch(tenant, batch_id)
-        if state is None:
-            raise NotFound(msg.batch_not_found(batch_id), param="batch_id")
-        return state
+        args = (tenant, batch_id, kind, from_version, skip, limit, ordinal)
+        return self.core.batch_results(*args)
 
     @returns_errors
     async def health(self) -> dict[str, Any]:
-        if self.fault is not None:
-            return {"status": "faulted", "error": msg_storage(self.fault)}
-        return {
-            "status": "ok",
-            "position": self.model.position,
-            "batches": len(self.model.batches),
-            "running": sorted(self.running),
-        }
+        return self.core.health(self.running)
 
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())
 
 
-def msg_storage(fault: str) -> str:
-    return f"The server could not write to its storage ({fault}); nothing was changed. Retry later."
-
-
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
-
-
 CoordinatorRemote = ray.remote(Coordinator)
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    return CoreConfig(
+        max_active_batches=settings.max_active_batches,
+        completion_window_s=settings.completion_window_s,
+        idempotency_retention_s=settings.idempotency_retention_s,
+        batch_file_ttl_s=settings.batch_file_ttl_s,
+        hot_batch_window_s=settings.hot_batch_window_s,
+        tenant_max_queued_batches=settings.tenant_max_queued_batches,
+        tenant_creates_per_minute=settings.tenant_creates_per_minute,
+        tenant_max_stored_bytes=settings.tenant_max_stored_bytes,
+    )
 
 
 def get_or_create_coordinator(settings: Settings) -> Any:

@@ -1,7 +1,7 @@
 """`batchlog sql`, `batchlog history`, `batchlog stats`: the event log from the command line.
 
 They read the data directory directly (the service may be running: the log is safe for
-concurrent readers) and never write to it. Mounted into `batches/cli.py` with
+concurrent readers) and never write to it. Mounted into `batchlog/cli.py` with
 ``app.add_typer(analytics_app)``.
 """
 

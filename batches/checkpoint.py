@@ -25,7 +25,7 @@ log = logging.getLogger("batchlog.checkpoint")
 
 NAME = "readmodel"
 DIR = "checkpoints"  # under the data dir
-SCHEMA = 1
+SCHEMA = 2  # 2: the model keeps each stream's version (its writers append at it)
 
 
 def to_dict(model: ReadModel) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The read side: a projection of the whole event log into batches, files and idempotency claims.
 
-GET and list are answered from here, never by waking a batch actor. The coordinator
-feeds it every event in global order (`EventStore.read_all`), so it is rebuilt from
+GET and list are answered from here, never by waking a batch actor. The application
+core (`batches.core`) feeds it every event in global order (`EventLog.read_all`), so it is rebuilt from
 the log at start and kept fresh by catching up before each read.
 Pure: no I/O, so it can be tested and replayed without starting anything.
 """
@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batches.domain import decider
+from batches.domain import events as ev
 from batches.domain.decider import BatchState
 from batches.domain.idempotency import IdempotencyIndex
 
-BATCH_PREFIX = "batch-"
-FILES_STREAM = "files"
-COORDINATOR_STREAM = "coordinator"
-
-
-def batch_stream(batch_id: str) -> str:
-    return BATCH_PREFIX + batch_id
+BATCH_PREFIX = ev.BATCH_STREAM_PREFIX
 
 
 _COLD_CACHE = 256  # cold batches loaded lately, kept for repeated GETs
@@ -119,8 +114,14 @@ class ReadModel:
     # the keys of batches that need an actor (decider.ACTIVE_STATUSES), sorted: admission
     # and queue positions look at these, not at every batch ever made
     _active: list[tuple[int, int, str]] = field(default_factory=list)
+    # The version of every stream seen: a writer appends at the version it decided on.
+    versions: dict[str, int] = field(default_factory=dict)
 
-    def apply(self, stream_id: str, type_: str, data: dict[str, Any], position: int) -> None:
+    def apply(
+        self, stream_id: str, type_: str, data: dict[str, Any], position: int, version: int = 0
+    ) -> None:
+        if version:
+            self.versions[stream_id] = version
         if stream_id.startswith(BATCH_PREFIX):
             batch_id = stream_id[len(BATCH_PREFIX) :]
             previous = self.batches.get(batch_id)
@@ -137,14 +138,14 @@ class ReadModel:
                     bisect.insort(self._active, key)
                 else:
                     del self._active[bisect.bisect_left(self._active, key)]
-        elif stream_id == FILES_STREAM:
-            if type_ == "FileUploaded":
+        elif stream_id == ev.FILES_STREAM:
+            if type_ == ev.FILE_UPLOADED:
                 self.files[data["file_id"]] = data
                 if data.get("expires_at") is not None:
                     heapq.heappush(self._expiry, (int(data["expires_at"]), data["file_id"]))
-            elif type_ in ("FileDeleted", "FileExpired"):
+            elif type_ in (ev.FILE_DELETED, ev.FILE_EXPIRED):
                 self.files.pop(data["file_id"], None)
-        elif stream_id == COORDINATOR_STREAM and type_ == "IdempotencyKeyClaimed":
+        elif stream_id == ev.COORDINATOR_STREAM and type_ == ev.IDEMPOTENCY_KEY_CLAIMED:
             self.claims[data["batch_id"]] = data
             self.idempotency.claim(
                 data["tenant"], data["key"], data["digest"], data["batch_id"], data["at"]

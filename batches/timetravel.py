@@ -21,7 +21,7 @@ from batches.domain import decider
 from batches.domain.decider import BatchState
 from batches.domain.events import batch_stream
 from batches.domain.wire import Batch
-from eventlog import EventStore, RecordedEvent
+from eventlog import EventLog, EventStore, RecordedEvent
 
 __all__ = ["EventLike", "batch_as_of", "parse_time", "state_as_of", "state_at"]
 
@@ -78,7 +78,7 @@ def state_at(
     return current
 
 
-def _pages(store: EventStore, stream: str, start: int, to: int | None) -> Iterator[RecordedEvent]:
+def _pages(store: EventLog, stream: str, start: int, to: int | None) -> Iterator[RecordedEvent]:
     while True:
         page = store.read(stream, from_version=start, to_version=to, limit=_PAGE)
         yield from page
@@ -88,7 +88,7 @@ def _pages(store: EventStore, stream: str, start: int, to: int | None) -> Iterat
 
 
 def state_as_of(
-    store: EventStore, batch_id: str, version: int | None = None, at: float | None = None
+    store: EventLog, batch_id: str, version: int | None = None, at: float | None = None
 ) -> BatchState | None:
     """``state_at`` over the batch's stream in ``store``, read page by page.
 

@@ -246,7 +246,7 @@ def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
 
 
 def kind_of(cmdline: str) -> str:
-    if "batches.cli serve" in cmdline:
+    if "batchlog.cli serve" in cmdline:
         return "serve"
     if "gcs_server" in cmdline:
         return "gcs"
@@ -269,7 +269,7 @@ def kind_of(cmdline: str) -> str:
 
 
 def short_title(cmdline: str) -> str:
-    """``ray::Coordinator``, ``log_monitor.py``, ``-m batches.cli serve``, ``raylet``..."""
+    """``ray::Coordinator``, ``log_monitor.py``, ``-m batchlog.cli serve``, ``raylet``..."""
     parts = cmdline.split()
     if not parts:
         return ""

@@ -1,4 +1,4 @@
-"""Wires settings, the coordinator handle and the routers into one FastAPI app."""
+"""Wires settings, a BatchService, a file store and the routers into one FastAPI app."""
 
 from __future__ import annotations
 
@@ -10,19 +10,26 @@ from fastapi.responses import ORJSONResponse
 from batches.api import batches, errors, files, live, models
 from batches.api.auth import TENANT_KEY
 from batches.api.gate import Gate
-from batches.filestore import LocalFileStore
+from batches.core.ports import BatchService
+from batches.filestore import FileStore, LocalFileStore
 from batches.settings import Settings
 
 
-def create_app(settings: Settings, coordinator: Any) -> FastAPI:
+def create_app(
+    settings: Settings, service: BatchService, file_store: FileStore | None = None
+) -> FastAPI:
+    """The façade over `service` (`actors.gateway.RayBatchService` in `batchlog serve`).
+
+    Uploads are written to `file_store` (default: the data dir's local store) before the
+    service records them; downloads stream from it."""
     app = FastAPI(
         title="batchlog",
         version="0.1.0",
         description="OpenAI-compatible Files and Batches API on an event-sourced actor system.",
     )
     app.state.settings = settings
-    app.state.coordinator = coordinator
-    app.state.files = LocalFileStore(settings.data_dir)
+    app.state.service = service
+    app.state.files = file_store or LocalFileStore(settings.data_dir)
     errors.install(app)
     app.add_middleware(Gate, settings=settings)
     for module in (files, batches, live, models):
@@ -32,7 +39,7 @@ def create_app(settings: Settings, coordinator: Any) -> FastAPI:
     async def health(request: Request) -> Any:
         """Without a key (when keys are configured) only the status: batch ids and
         counts are for tenants."""
-        report: dict[str, Any] = await coordinator.health.remote()
+        report: dict[str, Any] = await service.health()
         status = 200 if report.get("status") == "ok" else 503
         if request.scope.get("state", {}).get(TENANT_KEY) is None:
             report = {"status": report.get("status")}

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from batches.api import live
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError, unwrap
+from batches.api.errors import ApiError
 from batches.domain import messages as msg
 from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
@@ -50,8 +50,7 @@ async def create_batch(request: Request, tenant: Tenant) -> Any:
     params = body.model_dump(mode="json", exclude={"idempotency_key", "idem_tok"})
     # The id is minted here, before the call: if the coordinator dies mid-create and Ray
     # retries the call, the retry finds this batch instead of making a second one.
-    coordinator = request.app.state.coordinator
-    result = unwrap(await coordinator.create_batch.remote(tenant, params, key, new_batch_id()))
+    result = await request.app.state.service.create_batch(tenant, params, key, new_batch_id())
     return ORJSONResponse(result["batch"], status_code=200)
 
 
@@ -62,17 +61,17 @@ async def list_batches(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
-    return unwrap(await request.app.state.coordinator.list_batches.remote(tenant, after, limit))
+    return await request.app.state.service.list_batches(tenant, after, limit)
 
 
 @router.get("/{batch_id}")
 async def get_batch(request: Request, tenant: Tenant, batch_id: str) -> Any:
-    return unwrap(await request.app.state.coordinator.get_batch.remote(tenant, batch_id))
+    return await request.app.state.service.get_batch(tenant, batch_id)
 
 
 @router.post("/{batch_id}/cancel")
 async def cancel_batch(request: Request, tenant: Tenant, batch_id: str) -> Any:
-    return unwrap(await request.app.state.coordinator.cancel_batch.remote(tenant, batch_id))
+    return await request.app.state.service.cancel_batch(tenant, batch_id)
 
 
 @router.get("/{batch_id}/events", summary="The batch's event timeline (a batchlog extension)")
@@ -91,5 +90,4 @@ async def batch_events(
         return await live.event_stream(
             request, tenant, batch_id, live.resume_point(after, last_event_id)
         )
-    coordinator = request.app.state.coordinator
-    return unwrap(await coordinator.batch_events.remote(tenant, batch_id, after, limit))
+    return await request.app.state.service.batch_events(tenant, batch_id, after, limit)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.results import ERROR_KEY, is_error
 from batches.domain.errors import DomainError, error_envelope, error_type
 from batches.domain.messages import parameter_error
 
@@ -40,14 +38,6 @@ def envelope(
 ) -> ORJSONResponse:
     body = error_envelope(message, type=error_type(status), param=param, code=code)
     return ORJSONResponse(body, status_code=status, headers=headers)
-
-
-def unwrap(result: Any) -> Any:
-    """An actor answer is either the value or an error record: raise the latter."""
-    if is_error(result):
-        e = result[ERROR_KEY]
-        raise ApiError(e["status"], e["message"], e["code"], e["param"], e.get("headers"))
-    return result
 
 
 def install(app: FastAPI) -> None:

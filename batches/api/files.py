@@ -6,13 +6,14 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError, unwrap
+from batches.api.errors import ApiError
 from batches.api.uploads import receive_upload
+from batches.domain.errors import DomainError
 from batches.domain.ids import new_file_id
-from batches.filestore import FileTooLarge
+from batches.filestore import FileStore, FileTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -72,19 +73,18 @@ async def upload_file(request: Request, tenant: Tenant) -> Any:
     except ApiError:
         store.delete(file_id)
         raise
-    result = await request.app.state.coordinator.register_file.remote(
-        tenant,
-        file_id,
-        form.filename or "upload.jsonl",
-        purpose,
-        writer.bytes,
-        writer.sha256,
-        writer.line_count,
-        expires_at,
-    )
     try:
-        return unwrap(result)
-    except ApiError:
+        return await request.app.state.service.register_file(
+            tenant,
+            file_id,
+            form.filename or "upload.jsonl",
+            purpose,
+            writer.bytes,
+            writer.sha256,
+            writer.line_count,
+            expires_at,
+        )
+    except DomainError:
         store.delete(file_id)  # not recorded (e.g. the log refused the write): no orphan
         raise
 
@@ -127,21 +127,27 @@ async def list_files(
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> Any:
-    coordinator = request.app.state.coordinator
-    return unwrap(await coordinator.list_files.remote(tenant, purpose, after, limit, order))
+    return await request.app.state.service.list_files(tenant, purpose, after, limit, order)
 
 
 @router.get("/{file_id}")
 async def get_file(request: Request, tenant: Tenant, file_id: str) -> Any:
-    return unwrap(await request.app.state.coordinator.get_file.remote(tenant, file_id))
+    return await request.app.state.service.get_file(tenant, file_id)
 
 
 @router.delete("/{file_id}")
 async def delete_file(request: Request, tenant: Tenant, file_id: str) -> Any:
-    return unwrap(await request.app.state.coordinator.delete_file.remote(tenant, file_id))
+    return await request.app.state.service.delete_file(tenant, file_id)
 
 
 @router.get("/{file_id}/content")
-async def file_content(request: Request, tenant: Tenant, file_id: str) -> FileResponse:
-    found = unwrap(await request.app.state.coordinator.file_path.remote(tenant, file_id))
-    return FileResponse(found["path"], media_type="application/octet-stream")
+async def file_content(request: Request, tenant: Tenant, file_id: str) -> StreamingResponse:
+    found = await request.app.state.service.get_file(tenant, file_id)  # 404 unless yours
+    files: FileStore = request.app.state.files
+    if not files.exists(file_id):
+        raise ApiError(404, f"The content of file {file_id} is gone.", "file_missing", "file_id")
+    return StreamingResponse(
+        files.chunks(file_id),
+        media_type="application/octet-stream",
+        headers={"content-length": str(found["bytes"])},
+    )

@@ -6,7 +6,7 @@
 - ``GET /v1/batches/{id}/results``: the output (or error) lines recorded so far, as
   JSONL, identical in content and order to the final file for the lines done.
 
-Both read the log through the coordinator (the read side); neither wakes a batch actor.
+Both read the log through the BatchService (the read side); neither wakes a batch actor.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError, unwrap
+from batches.api.errors import ApiError
 from batches.domain import events as ev
 from batches.domain import messages as msg
 from batches.domain.decider import is_terminal
@@ -54,11 +54,11 @@ async def event_stream(
     request: Request, tenant: str, batch_id: str, after: int
 ) -> EventSourceResponse:
     """The SSE response; errors (404, 401) are raised before the stream starts."""
-    coordinator = request.app.state.coordinator
+    service = request.app.state.service
     settings = request.app.state.settings
-    first = unwrap(await coordinator.batch_events.remote(tenant, batch_id, after, EVENTS_PAGE))
+    first = await service.batch_events(tenant, batch_id, after, EVENTS_PAGE)
     # A batch terminal now will get no more events: close once they are sent.
-    ended = is_terminal(unwrap(await coordinator.get_batch.remote(tenant, batch_id))["status"])
+    ended = is_terminal((await service.get_batch(tenant, batch_id))["status"])
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         page, cursor = first, after
@@ -72,9 +72,7 @@ async def event_stream(
                 if ended:
                     return
                 await asyncio.sleep(settings.sse_poll_s)
-            page = unwrap(
-                await coordinator.batch_events.remote(tenant, batch_id, cursor, EVENTS_PAGE)
-            )
+            page = await service.batch_events(tenant, batch_id, cursor, EVENTS_PAGE)
 
     return EventSourceResponse(
         events(),
@@ -101,11 +99,9 @@ async def batch_results(
     ``x-batchlog-batch-status`` is the batch's status when the answer began: once it is
     terminal the lines served are all there will be (the error file of a cancelled or
     expired batch also lists its unfinished requests, which only the final file has)."""
-    coordinator = request.app.state.coordinator
-    first = unwrap(
-        await coordinator.batch_results.remote(
-            tenant, batch_id, kind, 1, after, min(limit or RESULTS_PAGE, RESULTS_PAGE)
-        )
+    service = request.app.state.service
+    first = await service.batch_results(
+        tenant, batch_id, kind, 1, after, min(limit or RESULTS_PAGE, RESULTS_PAGE)
     )
 
     async def lines() -> AsyncIterator[bytes]:
@@ -122,11 +118,7 @@ async def batch_results(
                 return  # enough, or nothing more was read: the end of the log for now
             start = step["next_version"]
             want = RESULTS_PAGE if limit is None else min(limit - sent, RESULTS_PAGE)
-            step = unwrap(
-                await coordinator.batch_results.remote(
-                    tenant, batch_id, kind, start, skip, want, ordinal
-                )
-            )
+            step = await service.batch_results(tenant, batch_id, kind, start, skip, want, ordinal)
 
     return StreamingResponse(
         lines(),

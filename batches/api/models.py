@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 @router.get("")
 async def list_models(request: Request, _: Annotated[str, Depends(tenant_of)]) -> Any:
-    owners: dict[str, str] = await request.app.state.coordinator.model_owners.remote()
+    owners: dict[str, str] = await request.app.state.service.model_owners()
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": owner}
         for model, owner in sorted(owners.items())

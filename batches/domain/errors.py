@@ -98,6 +98,13 @@ class IdempotencyConflict(DomainError):
         return {"x-should-retry": "false"}
 
 
+class ConcurrentUpdate(DomainError):
+    """The stream moved since the decision was made: a stale writer is refused, never merged."""
+
+    default_code = "concurrent_update"
+    http_status = 409
+
+
 class ConflictingIdempotencyKeys(DomainError):
     """The body field, its alias and the header named different keys."""
 

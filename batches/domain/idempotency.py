@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from batches.domain import messages as msg
-from batches.domain.errors import ConflictingIdempotencyKeys, IdempotencyConflict, InvalidRequest
+from batches.domain.errors import ConflictingIdempotencyKeys, InvalidRequest
 from batches.domain.wire import MAX_IDEMPOTENCY_KEY_CHARS
 
 DEFAULT_RETENTION_S = 7 * 86_400
@@ -126,34 +126,9 @@ class IdempotencyIndex:
         self._claims[(tenant, key)] = claim
         return claim
 
-    def apply(self, data: Mapping[str, Any]) -> Claim:
-        """Fold one ``IdempotencyKeyClaimed`` event's data."""
-        return self.claim(
-            data["tenant"], data["key"], data["digest"], data["batch_id"], int(data["at"])
-        )
-
     def lookup(self, tenant: str, key: str, now: float, retention_s: float) -> Claim | None:
         """The live claim of ``key`` for ``tenant``; claims older than retention are ignored."""
         claim = self._claims.get((tenant, key))
         if claim is None or now - claim.at >= retention_s:
             return None
         return claim
-
-    def existing_batch(
-        self, tenant: str, key: str, digest: str, now: float, retention_s: float
-    ) -> str | None:
-        """The batch already created with this key and these parameters, or None if the
-        key is free; raises IdempotencyConflict when it was used with other parameters."""
-        claim = self.lookup(tenant, key, now, retention_s)
-        if claim is None:
-            return None
-        if claim.digest != digest:
-            raise IdempotencyConflict(msg.idempotency_key_reused())
-        return claim.batch_id
-
-    def prune(self, now: float, retention_s: float) -> int:
-        """Forget expired claims so memory stays bounded; returns how many were dropped."""
-        stale = [k for k, c in self._claims.items() if now - c.at >= retention_s]
-        for k in stale:
-            del self._claims[k]
-        return len(stale)

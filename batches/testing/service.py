@@ -52,7 +52,7 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batches.cli", "serve"],
+            [sys.executable, "-m", "batchlog.cli", "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

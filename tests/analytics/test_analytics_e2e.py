@@ -25,11 +25,11 @@ import pytest
 from typer.testing import CliRunner
 
 from batches.analytics import Analytics
-from batches.cli import app
 from batches.domain import decider
 from batches.domain import events as ev
 from batches.testing import FakeUpstream, Service
 from batches.timetravel import batch_as_of, state_at
+from batchlog.cli import app
 from eventlog import EventStore, RecordedEvent
 from tests.analytics.checks import TIMESTAMPS, assert_counts_and_usage_match
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, upload, wait_for

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 DRIVER = textwrap.dedent(
     """
     import sys, orjson
-    from batches.client import BatchlogClient
+    from batchlog.client import BatchlogClient
 
     data_dir, input_path = sys.argv[1], sys.argv[2]
     client = BatchlogClient.from_data_dir(data_dir)

@@ -1,5 +1,6 @@
 """The coordinator restores its read model from the last checkpoint and replays only the
-events after it (real log and files on disk; the coordinator object, no Ray cluster)."""
+events after it (real log and files on disk; the coordinator object, no Ray cluster:
+the actor's shell loads and saves checkpoints, its core replays the tail)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def full_replay(data_dir: Path) -> ReadModel:
     model = ReadModel()
     with EventStore.open(data_dir / "log", fsync=False) as s:
         for e in s.read_all():
-            model.apply(e.stream_id, e.type, e.data, e.position)
+            model.apply(e.stream_id, e.type, e.data, e.position, e.version)
     return model
 
 
@@ -43,16 +44,16 @@ def test_restart_restores_the_checkpoint_and_catches_up(tmp_path: Path) -> None:
     history(tmp_path, 0, 6)
     c1 = coordinator(tmp_path)
     asyncio.run(c1._checkpoint())
-    at = c1.model.position
-    c1.store.close()
+    at = c1.core.model.position
+    c1.core.log.close()
     saved = checkpoint.load(tmp_path / checkpoint.DIR)
     assert saved is not None and saved.position == at
     history(tmp_path, 6, 4)  # after the checkpoint
 
     c2 = coordinator(tmp_path)
-    assert views(c2.model) == views(full_replay(tmp_path))
-    assert c2.model.position > at
-    c2.store.close()
+    assert views(c2.core.model) == views(full_replay(tmp_path))
+    assert c2.core.model.position > at
+    c2.core.log.close()
 
     # It really starts from the checkpoint: a mark only the checkpoint holds shows up.
     marked = checkpoint.load(tmp_path / checkpoint.DIR)
@@ -60,20 +61,20 @@ def test_restart_restores_the_checkpoint_and_catches_up(tmp_path: Path) -> None:
     marked.files["file-only-in-the-checkpoint"] = dict(marked.files["file-1"])
     checkpoint.save(tmp_path / checkpoint.DIR, marked, fsync=False)
     c3 = coordinator(tmp_path)
-    assert "file-only-in-the-checkpoint" in c3.model.files
-    c3.store.close()
+    assert "file-only-in-the-checkpoint" in c3.core.model.files
+    c3.core.log.close()
 
 
 def test_a_checkpoint_ahead_of_the_log_is_ignored(tmp_path: Path) -> None:
     history(tmp_path, 0, 3)
     c1 = coordinator(tmp_path)
-    model = c1.model
-    c1.store.close()
+    model = c1.core.model
+    c1.core.log.close()
     model.position += 1_000  # as if the log had been replaced by a shorter one
     checkpoint.save(tmp_path / checkpoint.DIR, model, fsync=False)
     c2 = coordinator(tmp_path)
-    assert views(c2.model) == views(full_replay(tmp_path))
-    c2.store.close()
+    assert views(c2.core.model) == views(full_replay(tmp_path))
+    c2.core.log.close()
 
 
 def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path: Path) -> None:
@@ -83,21 +84,23 @@ def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path:
         assert state is not None
         s.save_snapshot("batch-b1", state.version, decider.state_to_dict(state))
     c = coordinator(tmp_path)
-    before = {i: decider.to_wire(c.model.batches[i]) for i in sorted(c.model.batches)}
-    pages = [b.id for b in c.model.list_batches("t0", None, 3)[0]]
-    page2 = [b.id for b in c.model.list_batches("t0", pages[-1], 3)[0]]
+    before = {i: decider.to_wire(c.core.model.batches[i]) for i in sorted(c.core.model.batches)}
+    pages = [b.id for b in c.core.model.list_batches("t0", None, 3)[0]]
+    page2 = [b.id for b in c.core.model.list_batches("t0", pages[-1], 3)[0]]
 
-    assert c.model.batches.evict(time.time(), c.settings.hot_batch_window_s) == 4
-    assert sorted(c.model.batches.hot) == ["b0", "b2", "b4", "b6"]  # running ones stay
-    assert len(c.model.batches) == 8 and "b1" in c.model.batches
-    assert {i: decider.to_wire(c.model.batch("t0", i)) for i in sorted(c.model.batches)} == before
-    assert [b.id for b in c.model.list_batches("t0", None, 3)[0]] == pages
-    assert [b.id for b in c.model.list_batches("t0", pages[-1], 3)[0]] == page2
-    assert c.model.batch("t1", "b1") is None  # another tenant's, even cold
+    assert c.core.model.batches.evict(time.time(), c.settings.hot_batch_window_s) == 4
+    assert sorted(c.core.model.batches.hot) == ["b0", "b2", "b4", "b6"]  # running ones stay
+    assert len(c.core.model.batches) == 8 and "b1" in c.core.model.batches
+    assert {
+        i: decider.to_wire(c.core.model.batch("t0", i)) for i in sorted(c.core.model.batches)
+    } == before
+    assert [b.id for b in c.core.model.list_batches("t0", None, 3)[0]] == pages
+    assert [b.id for b in c.core.model.list_batches("t0", pages[-1], 3)[0]] == page2
+    assert c.core.model.batch("t1", "b1") is None  # another tenant's, even cold
     asyncio.run(c._checkpoint())
-    c.store.close()
+    c.core.log.close()
 
     c2 = coordinator(tmp_path)  # restored: still cold, still served
-    assert sorted(c2.model.batches.cold) == ["b1", "b3", "b5", "b7"]
-    assert decider.to_wire(c2.model.batch("t0", "b7")) == before["b7"]
-    c2.store.close()
+    assert sorted(c2.core.model.batches.cold) == ["b1", "b3", "b5", "b7"]
+    assert decider.to_wire(c2.core.model.batch("t0", "b7")) == before["b7"]
+    c2.core.log.close()

@@ -23,8 +23,13 @@ def coordinator(data_dir: Path, **settings: Any) -> Coordinator:
     return Coordinator({"data_dir": str(data_dir), "fsync": False, **settings})
 
 
+def expire(c: Coordinator, now: int) -> list[str]:
+    c.core.clock = lambda: float(now)
+    return c.core.expire_files()
+
+
 def upload(c: Coordinator, file_id: str, purpose: str = "batch", expires_at: int | None = None):
-    with c.files.writer(file_id) as w:
+    with c.core.files.writer(file_id) as w:
         w.write(b'{"custom_id": "a"}\n')
     register = Coordinator.register_file.__wrapped__  # type: ignore[attr-defined]
     return asyncio.run(
@@ -35,7 +40,7 @@ def upload(c: Coordinator, file_id: str, purpose: str = "batch", expires_at: int
 
 
 def content(c: Coordinator, file_id: str) -> Path:
-    return c.settings.data_dir / c.model.files[file_id]["path"]
+    return c.settings.data_dir / c.core.model.files[file_id]["path"]
 
 
 def test_defaults_and_explicit_expiry(tmp_path: Path) -> None:
@@ -46,10 +51,10 @@ def test_defaults_and_explicit_expiry(tmp_path: Path) -> None:
     assert explicit["expires_at"] == default["created_at"] + 3600
     output = upload(c, "file-output", purpose="batch_output")
     assert output["expires_at"] is None  # other purposes stay until deleted
-    c.store.close()
+    c.core.log.close()
     never = coordinator(tmp_path / "never", batch_file_ttl_s=0)
     assert upload(never, "file-n")["expires_at"] is None
-    never.store.close()
+    never.core.log.close()
 
 
 def test_output_files_expire_from_their_own_creation() -> None:
@@ -66,36 +71,36 @@ def test_an_expired_file_is_gone_with_an_event_and_its_bytes(tmp_path: Path) -> 
     old_bytes = content(c, "file-old")
     assert old_bytes.exists()
 
-    assert c._expire_files(now) == ["file-old"]
+    assert expire(c, now) == ["file-old"]
     assert not old_bytes.exists()
     with pytest.raises(NotFound):
-        c._file("default", "file-old")
-    assert [f["file_id"] for f in c.model.list_files("default", None, None, 10, "asc")[0]] == [
+        c.core.file_record("default", "file-old")
+    assert [f["file_id"] for f in c.core.model.list_files("default", None, None, 10, "asc")[0]] == [
         "file-later",
         "file-out",
     ]
-    (event,) = [e for e in c.store.read("files") if e.type == "FileExpired"]
+    (event,) = [e for e in c.core.log.read("files") if e.type == "FileExpired"]
     assert event.data == {"file_id": "file-old", "at": now, "expires_at": now - 5}
-    assert c._expire_files(now) == []  # once
-    assert c._expire_files(now + 100) == ["file-later"]
-    c.store.close()
+    assert expire(c, now) == []  # once
+    assert expire(c, now + 100) == ["file-later"]
+    c.core.log.close()
 
     again = coordinator(tmp_path)  # replayed (or restored): still gone
-    assert "file-old" not in again.model.files and "file-later" not in again.model.files
-    assert again._expire_files(now + 10**6) == []
-    again.store.close()
+    assert "file-old" not in again.core.model.files and "file-later" not in again.core.model.files
+    assert expire(again, now + 10**6) == []
+    again.core.log.close()
 
 
 def test_the_input_of_a_running_batch_waits_for_it(tmp_path: Path) -> None:
     c = coordinator(tmp_path)
     now = int(time.time())
     upload(c, "file-in", expires_at=now - 1)
-    writer = Writer(c.store, "b1").create()  # its input_file_id is "file-in"
-    c._catch_up()
-    assert c.model.batches["b1"].input_file_id == "file-in"
-    assert c._expire_files(now) == []  # its batch is validating
+    writer = Writer(c.core.log, "b1").create()  # its input_file_id is "file-in"
+    c.core.catch_up()
+    assert c.core.model.batches["b1"].input_file_id == "file-in"
+    assert expire(c, now) == []  # its batch is validating
     writer.invalid()  # the batch ends
-    c._catch_up()
-    assert c.model.batches["b1"].status == "failed"
-    assert c._expire_files(now) == ["file-in"]
-    c.store.close()
+    c.core.catch_up()
+    assert c.core.model.batches["b1"].status == "failed"
+    assert expire(c, now) == ["file-in"]
+    c.core.log.close()

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from batches.domain.errors import ConflictingIdempotencyKeys, IdempotencyConflict, InvalidRequest
+from batches.domain.errors import ConflictingIdempotencyKeys, InvalidRequest
 from batches.domain.idempotency import (
     DEFAULT_RETENTION_S,
     IdempotencyIndex,
@@ -108,27 +108,6 @@ def test_index_claim_lookup_and_retention() -> None:
     assert index.lookup("t2", "k", now=1010, retention_s=DEFAULT_RETENTION_S) is None  # per tenant
     assert index.lookup("t1", "k", now=1000 + 60, retention_s=60) is None  # expired
     index.claim("t1", "k", "d2", "batch_2", at=2000)  # reclaimed after expiry
-    assert index.existing_batch("t1", "k", "d2", now=2001, retention_s=60) == "batch_2"
-
-
-def test_index_existing_batch_and_conflict() -> None:
-    index = IdempotencyIndex()
-    assert index.existing_batch("t", "k", "d1", now=0, retention_s=60) is None
-    index.apply(
-        {"tenant": "t", "key": "k", "digest": "d1", "batch_id": "batch_1", "at": 0, "params": {}}
-    )
-    assert index.existing_batch("t", "k", "d1", now=1, retention_s=60) == "batch_1"
-    with pytest.raises(IdempotencyConflict) as info:
-        index.existing_batch("t", "k", "d2", now=1, retention_s=60)
-    err = info.value
-    assert (err.http_status, err.code, err.headers) == (
-        409, "idempotency_key_reused", {"x-should-retry": "false"},
-    )  # fmt: skip
-
-
-def test_index_prune() -> None:
-    index = IdempotencyIndex()
-    index.claim("t", "old", "d", "batch_1", at=0)
-    index.claim("t", "new", "d", "batch_2", at=100)
-    assert index.prune(now=100, retention_s=50) == 1
-    assert len(index) == 1 and index.lookup("t", "new", now=100, retention_s=50) is not None
+    claim = index.lookup("t1", "k", now=2001, retention_s=60)
+    assert claim is not None and (claim.batch_id, claim.digest) == ("batch_2", "d2")
+    assert len(index) == 1

@@ -14,12 +14,13 @@ import ray
 import uvicorn
 
 from actors.coordinator import get_or_create_coordinator
+from actors.gateway import RayBatchService
 from actors.webhooks import get_or_create_webhook_sender
 from batches import rayauth
 from batches.api import create_app
 from batches.api.gate import is_loopback
-from batches.client import RAY_ADDRESS_FILE
 from batches.settings import Settings
+from batchlog.client import RAY_ADDRESS_FILE
 
 log = logging.getLogger("batchlog.serve")
 
@@ -73,7 +74,7 @@ def check_exposure(settings: Settings) -> None:
 
 
 def start_coordinator(settings: Settings) -> Any:
-    # Drivers find this deployment's Ray from the data dir (batches.client). A local
+    # Drivers find this deployment's Ray from the data dir (batchlog.client). A local
     # Ray turns on token auth, so a joining driver must ask for it too.
     address = ray.get_runtime_context().gcs_address
     auth = os.environ.get("RAY_AUTH_MODE", "token" if settings.ray_address is None else "")
@@ -103,7 +104,7 @@ def serve(settings: Settings) -> None:
         coordinator = start_coordinator(settings)
         # Held for the server's life: Ray ends an actor once no handle to it is left.
         sender = start_webhooks(settings)
-        app = create_app(settings, coordinator)
+        app = create_app(settings, RayBatchService(coordinator))
         app.state.webhooks = sender
         uvicorn.run(
             app,

@@ -69,7 +69,7 @@ def serve(
         rayauth.prepare(settings)  # before ray is imported: Ray reads RAY_AUTH_MODE then
     except rayauth.RayAuthRefused as exc:
         raise SystemExit(str(exc)) from exc
-    from batches.serve import serve as run
+    from batchlog.serve import serve as run
 
     typer.echo(
         f"batchlog serving on http://{settings.host}:{settings.port}/v1 (data: {settings.data_dir})"

@@ -1,0 +1,5 @@
+"""`python -m batchlog ...` is the `batchlog` command."""
+
+from batchlog.cli import app
+
+app()
