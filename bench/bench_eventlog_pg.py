@@ -28,10 +28,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from batches.testing.pgserver import PgServer
 from bench.bench_eventlog import event_data, one_event
 from eventlog import EventStore, NewEvent
 from eventlog.postgres import PostgresEventStore
-from tests.pgserver import PgServer
 
 PLAIN_DDL = """
 CREATE TABLE IF NOT EXISTS plain (

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pgserver import PgServer
+from batches.testing.pgserver import PgServer
 
 
 @pytest.fixture(scope="session")

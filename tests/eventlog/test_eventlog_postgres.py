@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from batches.testing.pgserver import PgServer
 from eventlog import NewEvent, StoreUnavailable, WrongExpectedVersion
 from eventlog.postgres import PostgresEventStore
-from tests.pgserver import PgServer
 
 _n = itertools.count()
 

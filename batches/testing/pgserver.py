@@ -95,7 +95,7 @@ class PgServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, exe: str, *args: str) -> None:
-        subprocess.run(
+        subprocess.run(  # type: ignore[call-overload]
             [str(self.bindir / exe), *args],
             check=True,
             stdout=subprocess.DEVNULL,
