@@ -170,11 +170,11 @@ from actors.coordinator import Coordinator
 t = time.perf_counter()
 c = Coordinator({'data_dir': sys.argv[1], 'fsync': False})
 dt = time.perf_counter() - t
-bid = c.model._batch_keys[0][2]  # the oldest batch
-b = c.model.batches
+bid = c.core.model._batch_keys[0][2]  # the oldest batch
+b = c.core.model.batches
 tenant = b.tenant(bid) if hasattr(b, 'tenant') else b[bid].tenant
 t = time.perf_counter()
-assert c.model.batch(tenant, bid) is not None
+assert c.core.model.batch(tenant, bid) is not None
 get = time.perf_counter() - t
 print(json.dumps({'s': dt, 'rss': rss_mib(), 'get_s': get}))
 """,
@@ -189,9 +189,9 @@ def checkpoint_coordinator(data_dir: Path) -> None:
     from actors.coordinator import Coordinator
 
     c = Coordinator({"data_dir": str(data_dir), "fsync": False})
-    c.model.batches.evict(time.time(), c.settings.hot_batch_window_s)
+    c.core.model.batches.evict(time.time(), c.settings.hot_batch_window_s)
     asyncio.run(c._checkpoint())
-    c.store.close()
+    c.core.log.close()
 
 
 def probe(code: str, data_dir: Path, src: Path = ROOT) -> dict[str, float]:
