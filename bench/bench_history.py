@@ -170,11 +170,12 @@ from actors.coordinator import Coordinator
 t = time.perf_counter()
 c = Coordinator({'data_dir': sys.argv[1], 'fsync': False})
 dt = time.perf_counter() - t
-bid = c.core.model._batch_keys[0][2]  # the oldest batch
-b = c.core.model.batches
+m = c.core.model if hasattr(c, 'core') else c.model  # (the code before had no core)
+bid = m._batch_keys[0][2]  # the oldest batch
+b = m.batches
 tenant = b.tenant(bid) if hasattr(b, 'tenant') else b[bid].tenant
 t = time.perf_counter()
-assert c.core.model.batch(tenant, bid) is not None
+assert m.batch(tenant, bid) is not None
 get = time.perf_counter() - t
 print(json.dumps({'s': dt, 'rss': rss_mib(), 'get_s': get}))
 """,

@@ -70,8 +70,9 @@ def run(data_dir: Path, src: Path, work: Path) -> dict[str, float]:
     }
     log = open(work / "serve.log", "ab")  # noqa: SIM115 - handed to the child
     t0 = time.perf_counter()
+    cli = "batchlog.cli" if (src / "batchlog" / "cli.py").exists() else "batches.cli"  # moved
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batches.cli", "serve"],
+        [sys.executable, "-m", cli, "serve"],
         env=env,
         cwd=src,
         stdout=log,
