@@ -23,6 +23,7 @@ import ray
 from actors import names
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
+from batches.backends import ACTOR_RETRY_S, open_event_log, open_file_store
 from batches.domain import decider
 from batches.domain import messages as msg
 from batches.domain.errors import DomainError
@@ -31,10 +32,10 @@ from batches.domain.executor import WorkItem, make_outcome
 from batches.domain.outputs import encode_line, unfinished_line
 from batches.domain.progress import Step, next_step
 from batches.domain.validation import ValidationLimits, iter_requests, validate_input
-from batches.filestore import FileStore, LocalFileStore
+from batches.filestore import FileStore
 from batches.results import recorded_lines
 from batches.settings import Settings
-from eventlog import EventLog, EventStore, NewEvent
+from eventlog import EventLog, NewEvent
 
 log = logging.getLogger("batchlog.batch")
 
@@ -51,8 +52,9 @@ class BatchActor:
         self.settings = Settings.model_validate(settings)
         self.batch_id = batch_id
         self.stream = batch_stream(batch_id)
-        self.store: EventLog = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
-        self.files: FileStore = LocalFileStore(self.settings.data_dir)
+        # with PostgreSQL, appends pause (reconnecting) while the database is away
+        self.store: EventLog = open_event_log(self.settings, retry_for=ACTOR_RETRY_S)
+        self.files: FileStore = open_file_store(self.settings)
         self.dispatcher = Dispatcher(self.settings)
         self.state = self._load()
         self._snapshot_version = self.state.version

@@ -29,13 +29,15 @@ from actors.batch_actor import BatchActorRemote
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches import checkpoint
+from batches.backends import open_event_log, open_file_store
 from batches.core import Coordination, CoreConfig
+from batches.core.coordination import storage_message
 from batches.domain import decider
-from batches.domain.errors import DomainError
-from batches.filestore import LocalFileStore, free_bytes
+from batches.domain.errors import DomainError, StorageUnavailable
+from batches.filestore import free_bytes
 from batches.results import Kind
 from batches.settings import Settings
-from eventlog import EventLog, EventStore
+from eventlog import EventLog, StoreUnavailable
 from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
@@ -58,6 +60,8 @@ def returns_errors(
             return await fn(self, *args, **kwargs)
         except DomainError as err:
             return error_result(err)
+        except StoreUnavailable as exc:  # PostgreSQL away: a clear 503, not a 500
+            return error_result(StorageUnavailable(storage_message(str(exc))))
 
     return wrapper
 
@@ -65,14 +69,14 @@ def returns_errors(
 class Coordinator:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings.model_validate(settings)
-        store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        store = open_event_log(self.settings)
         # The read model as of its last checkpoint (or empty); the core replays the rest.
         self._checkpoints = self.settings.data_dir / checkpoint.DIR
         restored = checkpoint.load(self._checkpoints, store.head())
         self._checkpointed = restored.position if restored is not None else 0
         self.core = Coordination(
             store,
-            LocalFileStore(self.settings.data_dir),
+            open_file_store(self.settings),
             clock=time.time,
             reopen=self._reopen_log,
             model=restored,
@@ -89,12 +93,13 @@ class Coordinator:
     def _reopen_log(self) -> EventLog | None:
         """A fresh store after a failed write, once the disk has room again."""
         settings = self.settings
-        if free_bytes(settings.data_dir) < max(settings.min_free_bytes, RECOVER_FREE):
+        local = settings.database_url is None
+        if local and free_bytes(settings.data_dir) < max(settings.min_free_bytes, RECOVER_FREE):
             return None
         with contextlib.suppress(Exception):
             self.core.log.close()
         try:
-            return EventStore.open(settings.log_dir, fsync=settings.fsync)
+            return open_event_log(settings)
         except Exception:
             log.exception("reopening the event log failed; still refusing writes")
             return None
@@ -153,8 +158,9 @@ class Coordinator:
                 self.core.expire_files()
                 self._admit()
                 if rounds % COMPACT_EVERY_ROUNDS == 0:
-                    # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
-                    await asyncio.to_thread(compact, self.settings.log_dir)
+                    if self.settings.database_url is None:
+                        # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
+                        await asyncio.to_thread(compact, self.settings.log_dir)
                     self.core.forget_old()
                     await self._checkpoint()
             except Exception:  # keep supervising whatever one round hit
@@ -357,6 +363,10 @@ class Coordinator:
 
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())
+
+    def database_url(self) -> str | None:
+        """Where drivers find the file contents when they are in PostgreSQL."""
+        return self.settings.database_url
 
 
 CoordinatorRemote = ray.remote(Coordinator)

@@ -24,6 +24,7 @@ import httpx
 import ray
 
 from actors import names
+from batches.backends import open_event_log
 from batches.domain.webhooks import (
     MARKER_STREAM,
     WEBHOOK_QUEUED,
@@ -37,7 +38,7 @@ from batches.domain.webhooks import (
 )
 from batches.settings import Settings
 from batches.webhooks import route_for, signed_headers
-from eventlog import EventStore, NewEvent, StoreFailed, WrongExpectedVersion
+from eventlog import NewEvent, StoreFailed, WrongExpectedVersion
 
 log = logging.getLogger("batchlog.webhooks")
 WEBHOOKS_NAME = names.COORDINATOR + "-webhooks"
@@ -56,7 +57,7 @@ class WebhookSender:
             max_delay_s=self.settings.webhook_retry_max_delay_s,
             period_s=self.settings.webhook_retry_period_s,
         )
-        self.store = EventStore.open(self.settings.log_dir, fsync=self.settings.fsync)
+        self.store = open_event_log(self.settings)
         self.outbox = Outbox()
         self.in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,9 +94,7 @@ class WebhookSender:
                     with contextlib.suppress(Exception):
                         self.store.close()
                     with contextlib.suppress(Exception):
-                        self.store = EventStore.open(
-                            self.settings.log_dir, fsync=self.settings.fsync
-                        )
+                        self.store = open_event_log(self.settings)
                         self._store_failed = False
                 except Exception:  # keep delivering whatever one round hit
                     log.exception("webhook round failed")

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("./batchlog-data")
+    # PostgreSQL for the event log and the file contents (docs/scaling.md); None: both
+    # under data_dir. Put the password in PGPASSWORD or ~/.pgpass on each node, not here:
+    # actors get this URL as an argument.
+    database_url: str | None = None
 
     # Ray: None starts a local Ray bound to 127.0.0.1; "auto" or an address joins a cluster.
     ray_address: str | None = None

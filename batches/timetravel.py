@@ -112,7 +112,7 @@ def state_as_of(
 
 
 def batch_as_of(
-    log_dir: str | Path | EventStore,
+    log_dir: str | Path | EventLog,
     batch_id: str,
     version: int | None = None,
     at: float | None = None,
@@ -120,9 +120,9 @@ def batch_as_of(
     """The wire ``Batch`` as of ``version`` / unix time ``at``; None if it did not exist.
 
     ``log_dir`` is a data dir's ``log`` directory (opened and closed here; safe while the
-    service runs) or an open ``EventStore``.
+    service runs) or an open ``EventLog`` (either backend).
     """
-    if isinstance(log_dir, EventStore):
+    if isinstance(log_dir, EventLog):
         state = state_as_of(log_dir, batch_id, version, at)
     else:
         if not (Path(log_dir) / "segments").is_dir():

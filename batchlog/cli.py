@@ -52,6 +52,13 @@ def serve(
             "Default: start a local Ray on 127.0.0.1."
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL for the event log and the files, so any node can run any "
+            "part: postgresql://user@host/db [env BATCHLOG_DATABASE_URL]. Default: data dir."
+        ),
+    ] = None,
 ) -> None:
     """Run the service: the REST API, the coordinator and the batch actors."""
     from batches import rayauth
@@ -64,6 +71,7 @@ def serve(
         upstream=upstream,
         upstream_api_key=upstream_api_key,
         ray_address=ray_address,
+        database_url=database_url,
     )
     try:
         rayauth.prepare(settings)  # before ray is imported: Ray reads RAY_AUTH_MODE then

@@ -61,7 +61,12 @@ class BatchlogClient:
         self.tenant = tenant
         self.coordinator = ray.get_actor(names.COORDINATOR, namespace=namespace)
         data_dir = str(ray.get(self.coordinator.data_dir.remote()))
+        database_url = ray.get(self.coordinator.database_url.remote())
         self.files: FileStore = LocalFileStore(Path(data_dir))
+        if database_url:  # contents in PostgreSQL: readable from any node
+            from batches.pgfilestore import PgFileStore
+
+            self.files = PgFileStore(database_url)
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, **kwargs: Any) -> BatchlogClient:

@@ -116,6 +116,29 @@ $$;
 """
 
 
+class _Retry:
+    """When a call failed for want of the server: may it try again (after a pause)?
+
+    At least three tries (a stale connection after a server restart costs one), then
+    as many as fit in ``seconds``, with backoff from 0.1 s to 2 s.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.tries = 0
+        self.pause = 0.1
+
+    def again(self) -> bool:
+        self.tries += 1
+        if self.tries < 3:
+            return True
+        if time.monotonic() + self.pause > self.deadline:
+            return False
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 2.0)
+        return True
+
+
 class _Request:
     __slots__ = ("done", "error", "expected", "rows", "stream_id", "version", "wake")
 
@@ -157,8 +180,9 @@ class PostgresEventStore:
     """An append-only store of event streams in one PostgreSQL schema. Thread-safe; any
     number of processes on any number of machines may open the same schema."""
 
-    def __init__(self, url: str, schema: str, connect_timeout: float) -> None:
+    def __init__(self, url: str, schema: str, connect_timeout: float, retry_for: float) -> None:
         self._url = url
+        self._retry_for = retry_for
         self._schema = schema
         self._channel = f"{schema}_appended"
         self._connect_timeout = connect_timeout
@@ -184,12 +208,23 @@ class PostgresEventStore:
 
     @classmethod
     def open(
-        cls, url: str, *, schema: str = "eventlog", connect_timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        schema: str = "eventlog",
+        connect_timeout: float = 10.0,
+        retry_for: float = 0.0,
     ) -> PostgresEventStore:
-        """Connect, creating the schema and its tables if needed."""
+        """Connect, creating the schema and its tables if needed.
+
+        ``retry_for``: while the server cannot be reached, calls keep reconnecting (with
+        backoff) for up to this many seconds before raising StoreUnavailable: a writer
+        that should pause through a database restart (a batch actor) sets it high, one
+        that should answer "unavailable" quickly (the API's) leaves it low.
+        """
         if _SCHEMA.fullmatch(schema) is None:
             raise ValueError(f"invalid schema name {schema!r}: want [a-z_][a-z0-9_]{{0,40}}")
-        store = cls(url, schema, connect_timeout)
+        store = cls(url, schema, connect_timeout, retry_for)
         try:
             conn = store._connect()
             with conn.transaction():
@@ -240,7 +275,8 @@ class PostgresEventStore:
     def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run a read on the read connection; one retry on a fresh one if it had broken."""
         with self._read_lock:
-            for attempt in (1, 2):
+            retry = _Retry(self._retry_for)
+            while True:
                 self._check_usable()
                 try:
                     if self._rconn is None or self._rconn.closed:
@@ -251,9 +287,8 @@ class PostgresEventStore:
                     if self._rconn is not None:
                         self._rconn.close()
                     self._rconn = None
-                    if attempt == 2:
+                    if not retry.again():
                         raise StoreUnavailable(f"event log database unavailable: {e}") from e
-            raise AssertionError("unreachable")
 
     def version(self, stream_id: str) -> int:
         """The stream's current version; 0 for an unknown stream."""
@@ -428,17 +463,21 @@ class PostgresEventStore:
         try:
             self._check_usable()
             args = self._call_args(batch)
-            for attempt in range(3):
+            retry = _Retry(self._retry_for)
+            unsure = False  # a call was sent on a connection that then broke
+            while True:
+                self._check_usable()
                 try:
                     conn = self._writer()
-                    if attempt and self._resolve(conn, batch):  # did the broken call commit?
+                    if unsure and self._resolve(conn, batch):  # did the broken call commit?
                         return
+                    unsure = True
                     row = conn.execute(self._q_append, args).fetchone()  # type: ignore[arg-type]
                 except psycopg.OperationalError as e:
                     if self._wconn is not None:
                         self._wconn.close()
                     self._wconn = None
-                    if attempt == 2:
+                    if not retry.again():
                         raise StoreUnavailable(
                             f"event log database unavailable: {e}; the append may or may "
                             "not have been stored (retrying with the same expected version "

@@ -10,8 +10,9 @@ from fastapi.responses import ORJSONResponse
 from batches.api import batches, errors, files, live, models
 from batches.api.auth import TENANT_KEY
 from batches.api.gate import Gate
+from batches.backends import open_file_store
 from batches.core.ports import BatchService
-from batches.filestore import FileStore, LocalFileStore
+from batches.filestore import FileStore
 from batches.settings import Settings
 
 
@@ -20,7 +21,8 @@ def create_app(
 ) -> FastAPI:
     """The façade over `service` (`actors.gateway.RayBatchService` in `batchlog serve`).
 
-    Uploads are written to `file_store` (default: the data dir's local store) before the
+    Uploads are written to `file_store` (default: the settings' store, local or
+    PostgreSQL) before the
     service records them; downloads stream from it."""
     app = FastAPI(
         title="batchlog",
@@ -29,7 +31,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.files = file_store or LocalFileStore(settings.data_dir)
+    app.state.files = file_store or open_file_store(settings)
     errors.install(app)
     app.add_middleware(Gate, settings=settings)
     for module in (files, batches, live, models):

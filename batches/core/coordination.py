@@ -41,7 +41,7 @@ from batches.results import Kind, LineIndex, indexed_page
 from batches.timeline import timeline_page
 from batches.timetravel import state_as_of
 from batches.wirefmt import batch_to_wire, file_to_wire
-from eventlog import EventLog, NewEvent, StoreFailed, WrongExpectedVersion
+from eventlog import EventLog, NewEvent, StoreFailed, StoreUnavailable, WrongExpectedVersion
 
 log = logging.getLogger("batchlog.core")
 
@@ -114,8 +114,8 @@ class Coordination:
                 f"{stream} changed while this request was decided (expected version "
                 f"{exc.expected}, found {exc.actual}); retry."
             ) from exc
-        except (StoreFailed, OSError) as exc:
-            # The log failed closed: nothing of this append is acknowledged. It is
+        except (StoreFailed, StoreUnavailable, OSError) as exc:
+            # The log failed closed (or its database is away): nothing of this append is acknowledged. It is
             # reopened (recovery drops any torn tail) once `reopen` can give one.
             self.fault = str(exc)
             log.error("event log write failed; refusing writes until it recovers: %s", exc)
