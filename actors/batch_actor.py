@@ -12,10 +12,11 @@ the actor go (passivation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ray
@@ -312,6 +313,42 @@ class BatchActor:
 
 
 BatchActorRemote = ray.remote(BatchActor)
+
+
+def batch_actor_options(settings: Settings, batch_id: str) -> dict[str, Any]:
+    """How the coordinator starts a batch's actor."""
+    return {
+        "name": names.batch_actor(batch_id),
+        "namespace": settings.namespace,
+        "get_if_exists": True,
+        # Not owned by the coordinator: a coordinator crash must not stop running
+        # batches (owned actors die with their owner). The new coordinator finds it by
+        # name and `run` joins its task; it is killed once terminal.
+        "lifetime": "detached",
+        # Bounded: a batch that kills its process every time must end (failed), not
+        # loop; the coordinator counts what Ray gives up on.
+        "max_restarts": settings.batch_max_restarts,
+        "max_task_retries": settings.batch_max_restarts,
+        "num_cpus": 0,
+    }
+
+
+def let_go_of_finished(namespace: str, batches: Mapping[str, decider.BatchState]) -> None:
+    """Batch actors are detached, so one whose batch ended while no coordinator was
+    there to let it go is still alive: let it go now."""
+    prefix = names.batch_actor("")
+    try:
+        found = ray.util.list_named_actors()
+    except Exception:
+        log.exception("cannot list named actors")
+        return
+    for name in found:
+        batch_id = name[len(prefix) :] if name.startswith(prefix) else None
+        state = batches.get(batch_id) if batch_id else None
+        if state is None or not decider.is_terminal(state.status):
+            continue
+        with contextlib.suppress(Exception):
+            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
 
 
 def output_expires_at(policy: dict[str, Any] | None, created_at: int) -> int | None:

@@ -1,15 +1,11 @@
 """The coordinator: one named actor per deployment, a thin shell around the core.
 
-The rules (files, create with idempotency, admission order, queue position, expiry of
-queued batches, finishing half-done creates) live in `batches.core.Coordination`. This
-actor holds what only Ray can: the BatchActor handles of running batches (at most
-`max_active_batches`), their supervision, the model list of the executors, and its
-own life cycle (Ray restarts it after a crash; it rebuilds from the log and resumes
-every batch that is not terminal).
-
-It is an async actor and the core is synchronous, so concurrent creates with one key
-cannot race: asyncio runs one core call at a time. Domain errors go back as data
-(`actors.results`): pickled exception classes are fragile across Ray.
+The rules live in `batches.core.Coordination`; this actor holds what only Ray can: the
+handles of running batch actors, their supervision (back-off, give-up), the executors'
+model list, checkpoints, and its own life cycle (Ray restarts it after a crash; it
+rebuilds from the log and resumes every batch that is not terminal). The core is
+synchronous, so concurrent creates with one key cannot interleave on this event loop.
+Domain errors go back as data (`actors.results`).
 """
 
 from __future__ import annotations
@@ -25,26 +21,21 @@ from typing import Any
 import ray
 
 from actors import names
-from actors.batch_actor import BatchActorRemote
+from actors.batch_actor import BatchActorRemote, batch_actor_options, let_go_of_finished
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
-from batches import checkpoint
-from batches.backends import open_event_log, open_file_store
-from batches.core import Coordination, CoreConfig
 from batches.core.coordination import storage_message
-from batches.domain import decider
+from batches.core.restarts import RestartBudget
+from batches.core.storage import Checkpoints, open_core
 from batches.domain.errors import DomainError, StorageUnavailable
-from batches.filestore import free_bytes
-from batches.results import Kind
 from batches.settings import Settings
-from eventlog import EventLog, StoreUnavailable
+from eventlog import StoreUnavailable
 from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
 COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
-RECOVER_FREE = 1 << 20  # reopen a failed log only once the disk has this much room
 
 
 def returns_errors(
@@ -66,43 +57,29 @@ def returns_errors(
     return wrapper
 
 
+def use_case(name: str, running: bool = False) -> Callable[..., Awaitable[Any]]:
+    """An actor method running the core's use case `name` (`running` appended)."""
+
+    async def method(self: Coordinator, *args: Any) -> Any:
+        call = getattr(self.core, name)
+        return call(*args, self.running) if running else call(*args)
+
+    method.__name__ = method.__qualname__ = name
+    return returns_errors(method)
+
+
 class Coordinator:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings.model_validate(settings)
-        store = open_event_log(self.settings)
-        # The read model as of its last checkpoint (or empty); the core replays the rest.
-        self._checkpoints = self.settings.data_dir / checkpoint.DIR
-        restored = checkpoint.load(self._checkpoints, store.head())
-        self._checkpointed = restored.position if restored is not None else 0
-        self.core = Coordination(
-            store,
-            open_file_store(self.settings),
-            clock=time.time,
-            reopen=self._reopen_log,
-            model=restored,
-            config=core_config(self.settings),
-        )
+        self.checkpoints = Checkpoints(self.settings)
+        self.core = open_core(self.settings, self.checkpoints)
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
+        self.restarts = RestartBudget(
+            self.settings.batch_max_restarts, self.settings.batch_restart_backoff_s
+        )
         self._tasks: set[asyncio.Task[None]] = set()
-        self._models: tuple[float, dict[str, str]] = (0.0, {})
         self._started: asyncio.Task[dict[str, Any]] | None = None
-        self.crashes: dict[str, int] = {}  # batch id -> failures in a row (this incarnation)
-        self.not_before: dict[str, float] = {}  # batch id -> monotonic time of next try
-
-    def _reopen_log(self) -> EventLog | None:
-        """A fresh store after a failed write, once the disk has room again."""
-        settings = self.settings
-        local = settings.database_url is None
-        if local and free_bytes(settings.data_dir) < max(settings.min_free_bytes, RECOVER_FREE):
-            return None
-        with contextlib.suppress(Exception):
-            self.core.log.close()
-        try:
-            return open_event_log(settings)
-        except Exception:
-            log.exception("reopening the event log failed; still refusing writes")
-            return None
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -119,8 +96,8 @@ class Coordinator:
         removed = self.core.sweep_orphans(self.settings.orphan_file_grace_s)
         if removed:
             log.info("removed %d content files no event names: %s", len(removed), removed[:20])
-        await self._refresh_models(force=True)
-        self._reap_finished_actors()
+        await self.dispatcher.cached_models(max_age_s=0.0)
+        let_go_of_finished(self.settings.namespace, self.core.model.batches)
         self._admit()
         task = asyncio.get_running_loop().create_task(self._supervise())
         self._tasks.add(task)
@@ -128,23 +105,6 @@ class Coordinator:
             "batches": len(self.core.model.batches),
             "active": len(self.core.model.active_batches()),
         }
-
-    def _reap_finished_actors(self) -> None:
-        """Batch actors are detached, so one whose batch ended while no coordinator was
-        there to let it go is still alive: let it go now."""
-        prefix = names.batch_actor("")
-        try:
-            found = ray.util.list_named_actors()
-        except Exception:
-            log.exception("cannot list named actors")
-            return
-        for name in found:
-            batch_id = name[len(prefix) :] if name.startswith(prefix) else None
-            state = self.core.model.batches.get(batch_id) if batch_id else None
-            if state is None or not decider.is_terminal(state.status):
-                continue
-            with contextlib.suppress(Exception):
-                ray.kill(ray.get_actor(name, namespace=self.settings.namespace), no_restart=True)
 
     async def _supervise(self) -> None:
         rounds = 0
@@ -162,42 +122,19 @@ class Coordinator:
                         # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
                         await asyncio.to_thread(compact, self.settings.log_dir)
                     self.core.forget_old()
-                    await self._checkpoint()
+                    await self.checkpoints.save(self.core.model)
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
-
-    async def _checkpoint(self) -> None:
-        """Save the read model so the next start replays only what follows (taken here on
-        the event loop, where nothing changes it meanwhile; written from a thread)."""
-        position = self.core.model.position
-        if position > self._checkpointed:
-            state = checkpoint.to_dict(self.core.model)
-            fsync = self.settings.fsync
-            await asyncio.to_thread(
-                checkpoint.save_dict, self._checkpoints, position, state, fsync=fsync
-            )
-            self._checkpointed = position
 
     def _admit(self) -> None:
         """Start an actor for each batch the core admits (it picks which, and in what
         order), skipping those backing off after a crash."""
-        clock = time.monotonic()
-        backing_off = {b for b, t in self.not_before.items() if t > clock}
-        for batch_id in self.core.admissions(self.running, skip=backing_off):
-            handle = BatchActorRemote.options(  # type: ignore[attr-defined]
-                name=names.batch_actor(batch_id),
-                namespace=self.settings.namespace,
-                get_if_exists=True,
-                # Not owned by the coordinator: a coordinator crash must not stop running
-                # batches (owned actors die with their owner). The new coordinator finds
-                # it by name and `run` joins its task; it is killed once terminal.
-                lifetime="detached",
-                # Bounded: a batch that kills its process every time must end (failed),
-                # not loop; the coordinator counts what Ray gives up on.
-                max_restarts=self.settings.batch_max_restarts,
-                max_task_retries=self.settings.batch_max_restarts,
-                num_cpus=0,
-            ).remote(batch_id, self.settings.actor_args())
+        skip = self.restarts.backing_off(time.monotonic())
+        for batch_id in self.core.admissions(self.running, skip):
+            options = batch_actor_options(self.settings, batch_id)
+            handle = BatchActorRemote.options(**options).remote(  # type: ignore[attr-defined]
+                batch_id, self.settings.actor_args()
+            )
             self.running[batch_id] = handle
             task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, handle))
             self._tasks.add(task)
@@ -207,16 +144,17 @@ class Coordinator:
         give_up: str | None = None
         try:
             await handle.run.remote()
-            self.crashes.pop(batch_id, None)
-            self.not_before.pop(batch_id, None)
+            self.restarts.succeeded(batch_id)
         except Exception as exc:
-            give_up = self._crashed(batch_id, exc)
+            # A failed log write (disk full) is the store's fault: it does not count.
+            storage = "StoreFailed" in repr(exc) or self.core.fault is not None
+            error = f"{type(exc).__name__}: {exc}"
+            give_up = self.restarts.failed(batch_id, error, time.monotonic(), storage)
+            log.error("batch %s failed (%s); given up: %s", batch_id, error, bool(give_up))
         finally:
             self.running.pop(batch_id, None)
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(handle, no_restart=True)
-            except Exception:
-                log.debug("actor %s already gone", batch_id)
         if give_up is not None:
             try:
                 self.core.give_up(batch_id, give_up)
@@ -225,77 +163,23 @@ class Coordinator:
         self.core.catch_up()
         self._admit()
 
-    def _crashed(self, batch_id: str, exc: Exception) -> str | None:
-        """Count a crash and back off before the next try; the reason to give up, if it
-        is time. A failed log write (disk full) is the store's fault, not the batch's:
-        it backs off but does not count."""
-        storage = "StoreFailed" in repr(exc) or self.core.fault is not None
-        crashes = self.crashes.get(batch_id, 0) + (0 if storage else 1)
-        self.crashes[batch_id] = crashes
-        delay = min(self.settings.batch_restart_backoff_s * 2 ** max(crashes - 1, 0), 60.0)
-        self.not_before[batch_id] = time.monotonic() + delay
-        log.error(
-            "batch %s failed (%d of %d): %s; next try in %.1f s",
-            batch_id,
-            crashes,
-            self.settings.batch_max_restarts,
-            exc,
-            delay,
-        )
-        if crashes <= self.settings.batch_max_restarts:
-            return None
-        self.crashes.pop(batch_id, None)
-        return (
-            f"The batch failed {crashes} times in a row and was stopped: "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        )
-
     # -- models ------------------------------------------------------------------
-
-    async def _refresh_models(self, force: bool = False) -> dict[str, str]:
-        fetched_at, models = self._models
-        if force or time.monotonic() - fetched_at > 30.0:
-            fresh = await self.dispatcher.models()
-            # An upstream that failed to answer this once keeps its last known models.
-            models = {**models, **fresh} if models else fresh
-            self._models = (time.monotonic(), models)
-        return models
 
     @returns_errors
     async def model_owners(self) -> dict[str, str]:
-        return dict(await self._refresh_models())
+        return await self.dispatcher.cached_models(max_age_s=30.0)
 
-    # -- files -------------------------------------------------------------------
+    # -- use cases: the core's, answered with the running set where it matters ------
 
-    @returns_errors
-    async def register_file(
-        self,
-        tenant: str,
-        file_id: str | None,
-        filename: str,
-        purpose: str,
-        size: int,
-        sha256: str,
-        lines: int | None,
-        expires_at: int | None = None,
-    ) -> dict[str, Any]:
-        return self.core.register_file(
-            tenant, file_id, filename, purpose, size, sha256, lines, expires_at
-        )
-
-    @returns_errors
-    async def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        return self.core.get_file(tenant, file_id)
-
-    @returns_errors
-    async def list_files(
-        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
-    ) -> dict[str, Any]:
-        return self.core.list_files(tenant, purpose, after, limit, order)
-
-    @returns_errors
-    async def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        return self.core.delete_file(tenant, file_id)
+    register_file = use_case("register_file")
+    get_file = use_case("get_file")
+    list_files = use_case("list_files")
+    delete_file = use_case("delete_file")
+    get_batch = use_case("get_batch", running=True)
+    list_batches = use_case("list_batches", running=True)
+    batch_events = use_case("batch_events")
+    batch_results = use_case("batch_results")
+    health = use_case("health", running=True)
 
     # -- batches -----------------------------------------------------------------
 
@@ -316,14 +200,6 @@ class Coordinator:
         return result
 
     @returns_errors
-    async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        return self.core.get_batch(tenant, batch_id, self.running)
-
-    @returns_errors
-    async def list_batches(self, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
-        return self.core.list_batches(tenant, after, limit, self.running)
-
-    @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
         self.core.batch_state(tenant, batch_id)  # 404 for another tenant's batch
         handle = self.running.get(batch_id)
@@ -337,30 +213,6 @@ class Coordinator:
                 return result
         return self.core.get_batch(tenant, batch_id, self.running)
 
-    @returns_errors
-    async def batch_events(
-        self, tenant: str, batch_id: str, after: int | None, limit: int
-    ) -> dict[str, Any]:
-        return self.core.batch_events(tenant, batch_id, after, limit)
-
-    @returns_errors
-    async def batch_results(
-        self,
-        tenant: str,
-        batch_id: str,
-        kind: Kind,
-        from_version: int,
-        skip: int,
-        limit: int,
-        ordinal: int = 0,
-    ) -> dict[str, Any]:
-        args = (tenant, batch_id, kind, from_version, skip, limit, ordinal)
-        return self.core.batch_results(*args)
-
-    @returns_errors
-    async def health(self) -> dict[str, Any]:
-        return self.core.health(self.running)
-
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())
 
@@ -370,19 +222,6 @@ class Coordinator:
 
 
 CoordinatorRemote = ray.remote(Coordinator)
-
-
-def core_config(settings: Settings) -> CoreConfig:
-    return CoreConfig(
-        max_active_batches=settings.max_active_batches,
-        completion_window_s=settings.completion_window_s,
-        idempotency_retention_s=settings.idempotency_retention_s,
-        batch_file_ttl_s=settings.batch_file_ttl_s,
-        hot_batch_window_s=settings.hot_batch_window_s,
-        tenant_max_queued_batches=settings.tenant_max_queued_batches,
-        tenant_creates_per_minute=settings.tenant_creates_per_minute,
-        tenant_max_stored_bytes=settings.tenant_max_stored_bytes,
-    )
 
 
 def get_or_create_coordinator(settings: Settings) -> Any:

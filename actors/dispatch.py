@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from actors import names
@@ -25,6 +26,7 @@ class Dispatcher:
         self._local: Any = None
         self._upstream: Any = None
         self._owners: dict[str, str] = {}
+        self._cached: tuple[float, dict[str, str]] = (0.0, {})
 
     def _local_pool(self) -> Any:
         if self._local is None and self.settings.use_local_models:
@@ -91,6 +93,16 @@ class Dispatcher:
             owners.update(dict.fromkeys(local.models(), LOCAL))
         self._owners = owners
         return owners
+
+    async def cached_models(self, max_age_s: float) -> dict[str, str]:
+        """`models()`, asked again only when the last answer is older than `max_age_s`;
+        an upstream that failed to answer this once keeps its last known models."""
+        fetched_at, models = self._cached
+        if time.monotonic() - fetched_at >= max_age_s or not fetched_at:
+            fresh = await self.models()
+            models = {**models, **fresh} if models else fresh
+            self._cached = (time.monotonic(), models)
+        return dict(models)
 
     def _local_replicas(self, model: str) -> int:
         from actors.local_models import CHAT_MODEL_ID

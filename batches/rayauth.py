@@ -1,7 +1,7 @@
 """Ray's token auth, turned on before Ray is imported (Ray reads RAY_AUTH_MODE then).
 
 Ray's GCS, raylet and agents listen on every interface whatever `_node_ip_address`
-says (DESIGN.md), so the token is the only barrier between the network and running
+says (seen on Linux with Ray 2.5x), so the token is the only barrier between the network and running
 code in this deployment: a local Ray is never started without it (docs/security.md).
 No ray import here.
 """

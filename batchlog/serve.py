@@ -1,7 +1,9 @@
 """Start Ray, the coordinator and the HTTP server, in that order; stop in reverse.
 
 Ray starts before uvicorn and shuts down after it: started inside a FastAPI lifespan
-it took over uvicorn's SIGTERM handling (DESIGN.md, hazards).
+it took over uvicorn's SIGTERM handling and broke graceful shutdown. This is the one
+composition root: settings -> Ray -> coordinator (and webhook sender) -> the façade over
+`actors.gateway.RayBatchService`.
 """
 
 from __future__ import annotations

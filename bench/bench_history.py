@@ -191,7 +191,7 @@ def checkpoint_coordinator(data_dir: Path) -> None:
 
     c = Coordinator({"data_dir": str(data_dir), "fsync": False})
     c.core.model.batches.evict(time.time(), c.settings.hot_batch_window_s)
-    asyncio.run(c._checkpoint())
+    asyncio.run(c.checkpoints.save(c.core.model))
     c.core.log.close()
 
 

@@ -38,6 +38,7 @@ from batches.domain.errors import (
 from batches.filestore import FileStore
 from batches.readmodel import ReadModel
 from batches.results import Kind, LineIndex, indexed_page
+from batches.settings import Settings
 from batches.timeline import timeline_page
 from batches.timetravel import state_as_of
 from batches.wirefmt import batch_to_wire, file_to_wire
@@ -58,6 +59,19 @@ class CoreConfig:
     tenant_max_queued_batches: int = 0  # 0: no limit
     tenant_creates_per_minute: float = 0.0
     tenant_max_stored_bytes: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoreConfig:
+        return cls(
+            max_active_batches=settings.max_active_batches,
+            completion_window_s=settings.completion_window_s,
+            idempotency_retention_s=settings.idempotency_retention_s,
+            batch_file_ttl_s=settings.batch_file_ttl_s,
+            hot_batch_window_s=settings.hot_batch_window_s,
+            tenant_max_queued_batches=settings.tenant_max_queued_batches,
+            tenant_creates_per_minute=settings.tenant_creates_per_minute,
+            tenant_max_stored_bytes=settings.tenant_max_stored_bytes,
+        )
 
 
 class Coordination:

@@ -43,7 +43,7 @@ def history(data_dir: Path, start: int, n: int) -> None:
 def test_restart_restores_the_checkpoint_and_catches_up(tmp_path: Path) -> None:
     history(tmp_path, 0, 6)
     c1 = coordinator(tmp_path)
-    asyncio.run(c1._checkpoint())
+    asyncio.run(c1.checkpoints.save(c1.core.model))
     at = c1.core.model.position
     c1.core.log.close()
     saved = checkpoint.load(tmp_path / checkpoint.DIR)
@@ -97,7 +97,7 @@ def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path:
     assert [b.id for b in c.core.model.list_batches("t0", None, 3)[0]] == pages
     assert [b.id for b in c.core.model.list_batches("t0", pages[-1], 3)[0]] == page2
     assert c.core.model.batch("t1", "b1") is None  # another tenant's, even cold
-    asyncio.run(c._checkpoint())
+    asyncio.run(c.checkpoints.save(c.core.model))
     c.core.log.close()
 
     c2 = coordinator(tmp_path)  # restored: still cold, still served

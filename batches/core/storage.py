@@ -1,0 +1,81 @@
+"""Wiring a core to its storage: the log, the file store, the read-model checkpoint.
+
+The one place that turns settings into the core's ports (the coordinator calls it):
+the log and files (under the data dir, or in PostgreSQL: `batches/backends.py`), the
+read model restored from its
+last checkpoint (the core replays only the log after it), and a log reopened after a
+failed write once the disk has room again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from batches import checkpoint
+from batches.backends import open_event_log, open_file_store
+from batches.core.coordination import Coordination, CoreConfig
+from batches.filestore import free_bytes
+from batches.readmodel import ReadModel
+from batches.settings import Settings
+from eventlog import EventLog
+
+log = logging.getLogger("batchlog.core")
+
+RECOVER_FREE = 1 << 20  # reopen a failed log only once the disk has this much room
+
+
+class Checkpoints:
+    """The read model saved at a log position (`batches/checkpoint.py`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.directory: Path = settings.data_dir / checkpoint.DIR
+        self.fsync = settings.fsync
+        self.saved = 0  # the position of the last checkpoint written or restored
+
+    def load(self, head: int) -> ReadModel | None:
+        model = checkpoint.load(self.directory, head)
+        self.saved = model.position if model is not None else 0
+        return model
+
+    async def save(self, model: ReadModel) -> None:
+        """Taken on the caller's event loop (where nothing changes the model meanwhile),
+        written from a thread."""
+        position = model.position
+        if position > self.saved:
+            state = checkpoint.to_dict(model)
+            await asyncio.to_thread(
+                checkpoint.save_dict, self.directory, position, state, fsync=self.fsync
+            )
+            self.saved = position
+
+
+def open_core(settings: Settings, checkpoints: Checkpoints) -> Coordination:
+    store = open_event_log(settings)
+    core: Coordination
+
+    def reopen() -> EventLog | None:
+        """A fresh store after a failed write, once the disk has room again."""
+        local = settings.database_url is None
+        if local and free_bytes(settings.data_dir) < max(settings.min_free_bytes, RECOVER_FREE):
+            return None
+        with contextlib.suppress(Exception):
+            core.log.close()
+        try:
+            return open_event_log(settings)
+        except Exception:
+            log.exception("reopening the event log failed; still refusing writes")
+            return None
+
+    core = Coordination(
+        store,
+        open_file_store(settings),
+        clock=time.time,
+        reopen=reopen,
+        model=checkpoints.load(store.head()),
+        config=CoreConfig.from_settings(settings),
+    )
+    return core
