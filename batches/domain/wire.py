@@ -7,7 +7,7 @@ SDK and other clients expect them present as null.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -50,8 +50,6 @@ MIN_EXPIRES_SECONDS = 3_600
 MAX_EXPIRES_SECONDS = 2_592_000
 MAX_METADATA_PAIRS = 16
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-
-T = TypeVar("T")
 
 
 class BatchError(BaseModel):
@@ -125,31 +123,6 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
-class FileDeleted(BaseModel):
-    id: str
-    object: Literal["file"] = "file"
-    deleted: bool = True
-
-
-class ListPage(BaseModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T] = Field(default_factory=list)
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    error: ErrorBody
-
-
 class OutputExpiresAfter(BaseModel):
     anchor: Literal["created_at"]
     seconds: int = Field(ge=MIN_EXPIRES_SECONDS, le=MAX_EXPIRES_SECONDS)
@@ -187,28 +160,3 @@ class CreateBatchRequest(BaseModel):
         if value is not None and len(value) > MAX_METADATA_PAIRS:
             raise ValueError(too_many_metadata_pairs(MAX_METADATA_PAIRS, len(value)))
         return value
-
-
-class InputLine(BaseModel):
-    custom_id: str
-    method: Literal["POST"]
-    url: str
-    body: dict[str, Any]
-
-
-class ResponseRecord(BaseModel):
-    status_code: int
-    request_id: str
-    body: dict[str, Any]
-
-
-class LineError(BaseModel):
-    code: str
-    message: str
-
-
-class OutputLine(BaseModel):
-    id: str
-    custom_id: str
-    response: ResponseRecord | None = None
-    error: LineError | None = None

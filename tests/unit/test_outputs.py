@@ -1,14 +1,36 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from batches.domain.outputs import encode_line, is_success, output_line, unfinished_line
-from batches.domain.wire import OutputLine
 
 from .helpers import outcome
 
 KEYS = {"id", "custom_id", "response", "error"}
+
+
+class ResponseRecord(BaseModel):
+    status_code: int
+    request_id: str
+    body: dict[str, Any]
+
+
+class LineError(BaseModel):
+    code: str
+    message: str
+
+
+class OutputLine(BaseModel):
+    """A line of OpenAI's output/error files (reference/openai-batch-api.md)."""
+
+    id: str
+    custom_id: str | None
+    response: ResponseRecord | None = None
+    error: LineError | None = None
 
 
 def test_success_line() -> None:

@@ -9,11 +9,7 @@ from batches.domain.wire import (
     SUPPORTED_ENDPOINTS,
     Batch,
     CreateBatchRequest,
-    ErrorEnvelope,
-    FileDeleted,
     FileObject,
-    InputLine,
-    ListPage,
 )
 
 # Every field of the Batch object in reference/openai-batch-api.md.
@@ -68,22 +64,6 @@ def test_file_objects() -> None:
         "id": "file-1", "object": "file", "bytes": 10, "created_at": 1, "filename": "in.jsonl",
         "purpose": "batch", "status": "processed", "expires_at": None, "status_details": None,
     }  # fmt: skip
-    assert FileDeleted(id="file-1").model_dump() == {
-        "id": "file-1",
-        "object": "file",
-        "deleted": True,
-    }
-
-
-def test_list_page_and_error_envelope() -> None:
-    page = ListPage[Batch](
-        data=[new_batch()], first_id="batch_1", last_id="batch_1", has_more=False
-    )
-    dumped = page.model_dump(mode="json")
-    assert dumped["object"] == "list" and dumped["data"][0]["id"] == "batch_1"
-    assert set(dumped) == {"object", "data", "first_id", "last_id", "has_more"}
-    env = ErrorEnvelope.model_validate({"error": {"message": "m", "type": "t"}})
-    assert env.model_dump() == {"error": {"message": "m", "type": "t", "param": None, "code": None}}
 
 
 GOOD: dict[str, Any] = {
@@ -152,12 +132,3 @@ def test_create_request_refuses(change: dict[str, Any], param: str) -> None:
 def test_create_request_requires(missing: str) -> None:
     with pytest.raises(ValidationError):
         CreateBatchRequest.model_validate({k: v for k, v in GOOD.items() if k != missing})
-
-
-def test_input_line() -> None:
-    line = InputLine.model_validate(
-        {"custom_id": "a", "method": "POST", "url": "/v1/x", "body": {}}
-    )
-    assert line.method == "POST"
-    with pytest.raises(ValidationError):
-        InputLine.model_validate({"custom_id": "a", "method": "GET", "url": "/v1/x", "body": {}})
