@@ -608,3 +608,9 @@ def _percentiles(rows: list[tuple[Any, ...]]) -> dict[Any, dict[str, Any]]:
 def connect(data_dir: str | Path) -> Analytics:
     """``Analytics(data_dir)``: the views over ``data_dir/log``."""
     return Analytics(data_dir)
+
+
+if __name__ == "__main__":  # python -m batches.analytics DATA_DIR: bring the tables up to date
+    import sys
+
+    Analytics(sys.argv[1]).close()

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A batch terminal for longer than this leaves the coordinator's memory; GET and list
     # load it from its stream (snapshot + tail) when asked (docs/recovery.md).
     hot_batch_window_s: int = 3_600
+    # The coordinator folds new events into data_dir/analytics/tables.duckdb once a minute
+    # (docs/analytics.md), so `batchlog sql` and notebooks open fast whatever the history.
+    analytics_refresh: bool = True
     max_file_bytes: int = 200 * 2**20
     max_requests_per_batch: int = 50_000
     max_json_body_bytes: int = 1 * 2**20

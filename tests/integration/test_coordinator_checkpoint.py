@@ -8,8 +8,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import duckdb
+
 from actors.coordinator import Coordinator
-from batches import checkpoint, timetravel
+from batches import analytics_store, checkpoint, timetravel
+from batches.analytics import Analytics
 from batches.domain import decider
 from batches.readmodel import ReadModel
 from eventlog import EventStore
@@ -104,3 +107,32 @@ def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path:
     assert sorted(c2.core.model.batches.cold) == ["b1", "b3", "b5", "b7"]
     assert decider.to_wire(c2.core.model.batch("t0", "b7")) == before["b7"]
     c2.core.log.close()
+
+
+def test_the_coordinator_keeps_the_analytics_tables_up_to_date(tmp_path: Path) -> None:
+    """Once a minute it folds new events into data_dir/analytics/tables.duckdb (a child
+    process), so a `batchlog sql` finds them there and folds nothing itself."""
+    history(tmp_path, 0, 4)
+    c = coordinator(tmp_path)
+    asyncio.run(c._refresh_analytics())
+    assert analytics_meta(tmp_path)[1] == c.core.model.position
+    history(tmp_path, 4, 3)
+    c.core.catch_up()
+    asyncio.run(c._refresh_analytics())
+    head = c.core.model.position
+    assert analytics_meta(tmp_path)[1] == head
+    c.core.log.close()
+    with Analytics(tmp_path) as a:
+        assert a.position == head
+        assert a.refresh() == 0  # nothing left to fold in memory
+        assert a.sql("SELECT count(*) FROM batches") == [(7,)]
+
+
+def analytics_meta(data_dir: Path) -> tuple[int, ...]:
+    con = duckdb.connect(str(analytics_store.db_path(data_dir)), read_only=True)
+    try:
+        meta = analytics_store._meta(con)
+    finally:
+        con.close()
+    assert meta is not None
+    return meta
