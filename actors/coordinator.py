@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -27,7 +26,7 @@ from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.core.coordination import storage_message
 from batches.core.restarts import RestartBudget
-from batches.core.storage import Checkpoints, open_core
+from batches.core.storage import AnalyticsRefresh, Checkpoints, open_core
 from batches.domain.errors import DomainError, StorageUnavailable
 from batches.settings import Settings
 from eventlog import StoreUnavailable
@@ -37,7 +36,6 @@ log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
 COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
-ANALYTICS_REFRESH_TIMEOUT_S = 600  # a first build over a long history takes a while
 
 
 def returns_errors(
@@ -75,7 +73,7 @@ class Coordinator:
         self.settings = Settings.model_validate(settings)
         self.checkpoints = Checkpoints(self.settings)
         self.core = open_core(self.settings, self.checkpoints)
-        self._analytics_at = 0  # the log position the analytics tables were refreshed to
+        self.analytics = AnalyticsRefresh(self.settings)
         self.dispatcher = Dispatcher(self.settings)
         self.running: dict[str, Any] = {}  # batch_id -> actor handle
         self.restarts = RestartBudget(
@@ -126,36 +124,9 @@ class Coordinator:
                         await asyncio.to_thread(compact, self.settings.log_dir)
                     self.core.forget_old()
                     await self.checkpoints.save(self.core.model)
-                    if self.settings.database_url is None and self.settings.analytics_refresh:
-                        await self._refresh_analytics()
+                    await self.analytics.run(self.core.model.position)
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
-
-    async def _refresh_analytics(self) -> None:
-        """Fold what the log gained into the persisted analytics tables (docs/analytics.md),
-        so no `batchlog sql` or notebook pays for a long history. In a niced child process:
-        DuckDB's memory stays out of the coordinator; a connection holding the file makes
-        it a no-op."""
-        position = self.core.model.position
-        if position <= self._analytics_at:
-            return
-        proc = await asyncio.create_subprocess_exec(
-            "nice", "-n", "10", sys.executable, "-m", "batches.analytics",
-            str(self.settings.data_dir),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), ANALYTICS_REFRESH_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()  # its transaction is lost; the file stays a fold of the log
-            await proc.wait()
-            log.warning("analytics refresh took over %d s; stopped", ANALYTICS_REFRESH_TIMEOUT_S)
-            return
-        if proc.returncode != 0:
-            log.warning("analytics refresh failed: %s", err.decode(errors="replace")[-2000:])
-            return
-        self._analytics_at = position
 
     def _admit(self) -> None:
         """Start an actor for each batch the core admits (it picks which, and in what

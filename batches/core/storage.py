@@ -1,4 +1,5 @@
-"""Wiring a core to its storage: the log, the file store, the read-model checkpoint.
+"""Wiring a core to its storage: the log, the file store, the read-model checkpoint (and
+the persisted analytics tables kept current beside them).
 
 The one place that turns settings into the core's ports (the coordinator calls it):
 the log and files (under the data dir, or in PostgreSQL: `batches/backends.py`), the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +53,40 @@ class Checkpoints:
                 checkpoint.save_dict, self.directory, position, state, fsync=self.fsync
             )
             self.saved = position
+
+
+class AnalyticsRefresh:
+    """Keeps `data_dir/analytics/tables.duckdb` current (docs/analytics.md): folds what the
+    log gained into it, in a niced child process (DuckDB's memory stays out of the caller;
+    a connection holding the file makes it a no-op). Off with the PostgreSQL log (the
+    analytics read segment files) or BATCHLOG_ANALYTICS_REFRESH=false."""
+
+    TIMEOUT_S = 600  # a first build over a long history takes a while
+
+    def __init__(self, settings: Settings) -> None:
+        self.data_dir = settings.data_dir
+        self.enabled = settings.analytics_refresh and settings.database_url is None
+        self.done = 0  # the log position the tables were last brought to
+
+    async def run(self, position: int) -> None:
+        if not self.enabled or position <= self.done:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "nice", "-n", "10", sys.executable, "-m", "batches.analytics", str(self.data_dir),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), self.TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()  # its transaction is lost: the file stays a fold of the log
+            await proc.wait()
+            log.warning("analytics refresh took over %d s; stopped", self.TIMEOUT_S)
+            return
+        if proc.returncode != 0:
+            log.warning("analytics refresh failed: %s", err.decode(errors="replace")[-2000:])
+            return
+        self.done = position
 
 
 def open_core(settings: Settings, checkpoints: Checkpoints) -> Coordination:
