@@ -57,7 +57,10 @@ class DomainError(Exception):
         return {}
 
     def envelope(self) -> dict[str, Any]:
-        return error_envelope(self.message, type=self.type, param=self.param, code=self.code)
+        # The type follows the status, as the façade shapes it (a 503 is a server_error).
+        return error_envelope(
+            self.message, type=error_type(self.http_status), param=self.param, code=self.code
+        )
 
 
 class InvalidTransition(DomainError):
