@@ -18,9 +18,10 @@ from batches.domain.errors import (
     InvalidRequest,
     InvalidTransition,
     NotFound,
+    StorageUnavailable,
 )
 from batches.filestore import LocalFileStore
-from eventlog import EventStore, NewEvent
+from eventlog import EventStore, NewEvent, StoreFailed
 
 T0 = 1_700_000_000
 PARAMS = {"endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": None}
@@ -310,3 +311,42 @@ def test_a_stale_files_writer_is_refused(world: World) -> None:
     with pytest.raises(ConcurrentUpdate):
         stale.register_file("t", "file-new", "x.jsonl", "batch", 1, hashlib.sha256().hexdigest(), 1)
     assert [e.data["file_id"] for e in world.log.read(ev.FILES_STREAM)] == [file_id, file_id]
+
+
+# -- a failed log write: refuse everything until the log is reopened ------------------------
+
+
+class FailingLog:
+    """A log whose appends fail as a full disk makes them fail (the store fails closed)."""
+
+    def __init__(self, log: EventStore) -> None:
+        self.log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> int:
+        raise StoreFailed("write failed: No space left on device")
+
+
+def test_a_failed_write_refuses_until_the_log_is_reopened(world: World) -> None:
+    file_id = world.upload(world.core())
+    fresh: list[Any] = []  # what `reopen` hands back: nothing while the disk is full
+    core = Coordination(
+        FailingLog(world.log),
+        world.files,
+        clock=world.clock,
+        ids=world.ids,
+        config=world.config,
+        reopen=lambda: fresh[0] if fresh else None,
+    )
+    with pytest.raises(StorageUnavailable):
+        create(core, file_id, key="k")
+    assert core.health(())["status"] == "faulted"
+    with pytest.raises(StorageUnavailable):  # still refused, and nothing was written
+        create(core, file_id, key="k")
+    assert world.log.streams(ev.BATCH_STREAM_PREFIX) == []
+    fresh.append(world.log)  # room again
+    assert core.recover() and core.health(())["status"] == "ok"
+    made = create(core, file_id, key="k")
+    assert made["created"] and core.get_batch("t", made["batch"]["id"])["status"] == "validating"
