@@ -1,4 +1,4 @@
-"""The REST façade: thin FastAPI routers that forward to the coordinator actor."""
+"""The REST façade: thin FastAPI routers over a BatchService (batches/core/ports.py)."""
 
 from batches.api.app import create_app
 
