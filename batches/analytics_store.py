@@ -153,8 +153,12 @@ def open_persisted(
     """
     path = db_path(data_dir)
     try:
-        path.parent.mkdir(exist_ok=True)
-        lock_fd = os.open(path.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        # Owner-only, like the rest of the data dir (docs/security.md): the directory
+        # closes the moment DuckDB creates a file with the caller's umask.
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if path.parent.stat().st_mode & 0o077:
+            path.parent.chmod(0o700)
+        lock_fd = os.open(path.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as e:
         log.info("analytics: no persisted tables (%s); folding the log in memory", e)
         return None
@@ -166,6 +170,7 @@ def open_persisted(
             log.warning("analytics: could not update %s: %s", path, e)
         if not path.exists():
             return None
+        path.chmod(0o600)
         quoted = "'" + str(path).replace("'", "''") + "'"
         try:
             con.execute(f"ATTACH {quoted} AS {ATTACHED} (READ_ONLY)")

@@ -190,7 +190,7 @@ def write(index_dir: Path, first_position: int, data: bytes, *, fsync: bool) -> 
     """Write an index atomically (temporary file, fsync, rename, directory fsync)."""
     final = index_path(index_dir, first_position)
     tmp = index_dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
             pwrite_all(fd, data, 0)

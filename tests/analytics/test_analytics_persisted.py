@@ -242,3 +242,14 @@ def test_files_view_marks_expired_files(store, tmp_path):
         ("file-keep", False, False, None),
         ("file-old", True, True, 1_700_000_100),
     ]
+
+
+def test_the_persisted_tables_are_owner_only(store, tmp_path):
+    write_history(store, 2)
+    (tmp_path / analytics_store.DB_DIR).mkdir(mode=0o755)  # made before, too open
+    with Analytics(tmp_path):
+        pass
+    d = tmp_path / analytics_store.DB_DIR
+    assert d.stat().st_mode & 0o777 == 0o700
+    assert analytics_store.db_path(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert (d / analytics_store.LOCK_NAME).stat().st_mode & 0o077 == 0
