@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory llama-wheel & build=$$!; \
 	$(PY) -m pip install --quiet -e '.[embed,dev]' > $(VENV)/install-deps.log 2>&1 || { tail -40 $(VENV)/install-deps.log; kill $$build; exit 1; }; \
 	wait $$build
-	$(PY) -m pip install --quiet --no-index --find-links $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	$(PY) -m pip install --quiet --no-deps --force-reinstall $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[local,dev]'
 	touch $(STAMP)
 

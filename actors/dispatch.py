@@ -30,15 +30,7 @@ class Dispatcher:
 
     def _local_pool(self) -> Any:
         if self._local is None and self.settings.use_local_models:
-            from actors.local_models import LocalModelPool
-
-            self._local = LocalModelPool(
-                namespace=self.settings.namespace,
-                chat_replicas=self.settings.chat_replicas,
-                chat_threads=self.settings.chat_threads,
-                embed_replicas=self.settings.embed_replicas,
-                embed_threads=self.settings.embed_threads,
-            )
+            self._local = local_pool(self.settings)
         return self._local
 
     def _upstream_actor(self) -> Any:
@@ -105,7 +97,7 @@ class Dispatcher:
         return dict(models)
 
     def _local_replicas(self, model: str) -> int:
-        from actors.local_models import CHAT_MODEL_ID
+        from actors.local import CHAT_MODEL_ID
 
         if model == CHAT_MODEL_ID:
             return self.settings.chat_replicas
@@ -121,8 +113,8 @@ class Dispatcher:
         if not self._owners:
             await self.models()
         if self._owners.get(model) == LOCAL:
-            # A replica runs its chunk one request at a time: split the chunk so every
-            # replica of the model works on it at once.
+            # Split the chunk so every replica of the model works on it at once (each
+            # decodes its piece together with whatever else it has in flight).
             pool = self._local_pool()
             pieces = split(items, self._local_replicas(model))
             results = await asyncio.gather(
@@ -134,6 +126,23 @@ class Dispatcher:
             raise RuntimeError(f"no executor serves model {model!r}")
         result: list[Outcome] = await upstream.run_chunk.remote(endpoint, model, items, batch_id)
         return result
+
+
+def local_pool(settings: Settings) -> Any:
+    """The deployment's embedded models (its supervisor is found by name, or created)."""
+    from actors.local import CHAT_MODEL_ID, LocalModelPool
+
+    return LocalModelPool(
+        namespace=settings.namespace,
+        chat_replicas=settings.chat_replicas,
+        chat_threads=settings.chat_threads,
+        chat_parallel=settings.chat_parallel,
+        chat_kv_tokens=settings.chat_kv_tokens,
+        embed_replicas=settings.embed_replicas,
+        embed_threads=settings.embed_threads,
+        max_restarts=settings.model_max_restarts,
+        model_paths={CHAT_MODEL_ID: settings.chat_model_path} if settings.chat_model_path else None,
+    )
 
 
 def split(items: list[WorkItem], parts: int) -> list[list[WorkItem]]:

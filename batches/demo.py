@@ -69,7 +69,8 @@ def embedding_requests() -> list[dict[str, Any]]:
     ]
 
 
-def run_demo(data_dir: Path, port: int | None = None) -> None:
+def run_demo(data_dir: Path, port: int | None = None) -> int:
+    """The demo; returns the process exit status (non-zero when its batches did not succeed)."""
     console = Console()
     data_dir = data_dir.resolve()
     port = port or free_port()
@@ -80,6 +81,12 @@ def run_demo(data_dir: Path, port: int | None = None) -> None:
     ):
         service.start(timeout=300)
     try:
+        with console.status("Loading the embedded models (and checking they run on this CPU)..."):
+            broken = _broken_models(service)
+        if broken:
+            for model, reason in broken.items():
+                console.print(f"[bold red]The embedded model {model} cannot run here:[/] {reason}")
+            return 1
         client = service.client()
         console.print(f"Serving on {service.url}; models: {[m.id for m in client.models.list()]}")
         batches = {}
@@ -103,6 +110,9 @@ def run_demo(data_dir: Path, port: int | None = None) -> None:
         _show_timeline(console, service, done["chat"].id)
     finally:
         service.stop()
+    failed = {
+        name: b for name, b in done.items() if b.status != "completed" or b.request_counts.failed
+    }
     console.print(f"\nThe event log and files are in [bold]{data_dir}[/].")
     console.print(
         f"Start the service again on them with:  [bold]batchlog serve --data-dir {data_dir}[/]"
@@ -111,6 +121,31 @@ def run_demo(data_dir: Path, port: int | None = None) -> None:
         f"Ask the history:  [bold]batchlog stats --data-dir {data_dir}[/]   "
         f"[bold]batchlog history {done['chat'].id} --data-dir {data_dir}[/]"
     )
+    if failed:
+        names = ", ".join(
+            f"{n} ({b.status}, {b.request_counts.failed} failed)" for n, b in failed.items()
+        )
+        console.print(
+            f"[bold red]The demo did not succeed:[/] {names}; the error lines above say why, "
+            f"and `batchlog history BATCH_ID --data-dir {data_dir}` shows each batch's events."
+        )
+        return 1
+    return 0
+
+
+def _broken_models(service: Service, timeout_s: float = 300.0) -> dict[str, str]:
+    """Wait until every embedded model has loaded or failed; the failed ones, with why."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        health = httpx.get(f"{service.url.removesuffix('/v1')}/health", timeout=30).json()
+        models = health.get("models", {})
+        if all(m["status"] != "starting" for m in models.values()) or time.monotonic() > deadline:
+            return {
+                name: m["reason"] or m["status"]
+                for name, m in models.items()
+                if m["status"] != "ready"
+            }
+        time.sleep(0.5)
 
 
 def _watch(console: Console, client: Any, batches: dict[str, str]) -> dict[str, Any]:

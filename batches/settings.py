@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     local_models: bool | None = None  # None: on when there is no upstream
     chat_replicas: int = 2
     chat_threads: int = 1
+    chat_parallel: int = 8  # sequences one chat replica decodes together
+    chat_kv_tokens: int = 4096  # KV-cache cells they share (one request: at most 2,048)
+    model_max_restarts: int = 2  # replica process deaths per model before it is failed
+    chat_model_path: Path | None = None  # another GGUF for the embedded chat model
     embed_replicas: int = 1
     embed_threads: int = 1
 

@@ -98,7 +98,9 @@ def demo(
     """Run a sample chat + embeddings batch on the embedded models through the openai SDK."""
     from batches.demo import run_demo
 
-    run_demo(data_dir, port)
+    code = run_demo(data_dir, port)
+    if code:
+        raise typer.Exit(code)
 
 
 from batches.analytics_cli import analytics_app  # noqa: E402 - sql, history, stats

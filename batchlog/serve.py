@@ -8,8 +8,10 @@ composition root: settings -> Ray -> coordinator (and webhook sender) -> the faÃ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 from typing import Any
 
 import ray
@@ -20,6 +22,7 @@ from actors.gateway import RayBatchService
 from actors.webhooks import get_or_create_webhook_sender
 from batches import rayauth
 from batches.api import create_app
+from batches.api.app import ModelStatus
 from batches.api.gate import is_loopback
 from batches.settings import Settings
 from batchlog.client import RAY_ADDRESS_FILE
@@ -98,6 +101,28 @@ def start_webhooks(settings: Settings) -> Any:
     return sender
 
 
+def start_local_models(settings: Settings) -> ModelStatus | None:
+    """Start loading the embedded models now (not at the first batch) and report, once,
+    whether they run here: a broken engine is said at start-up, in one sentence."""
+    if not settings.use_local_models:
+        return None
+    from actors.dispatch import local_pool
+
+    pool = local_pool(settings)
+
+    def report() -> None:
+        status = asyncio.run(pool.wait_ready())
+        for model, s in status.items():
+            if s["status"] == "failed":
+                log.error("embedded model %s FAILED: %s", model, s["reason"])
+                print(f"batchlog: embedded model {model} failed: {s['reason']}", flush=True)
+            else:
+                log.info("embedded model %s: %s (%d replicas)", model, s["status"], s["replicas"])
+
+    threading.Thread(target=report, name="model-status", daemon=True).start()
+    return pool.status  # type: ignore[no-any-return]
+
+
 def serve(settings: Settings) -> None:
     check_exposure(settings)
     prepare_data_dir(settings)
@@ -106,7 +131,9 @@ def serve(settings: Settings) -> None:
         coordinator = start_coordinator(settings)
         # Held for the server's life: Ray ends an actor once no handle to it is left.
         sender = start_webhooks(settings)
-        app = create_app(settings, RayBatchService(coordinator))
+        app = create_app(
+            settings, RayBatchService(coordinator), model_status=start_local_models(settings)
+        )
         app.state.webhooks = sender
         uvicorn.run(
             app,

@@ -25,7 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.local_models import default_gguf_path
+from actors.local import default_gguf_path
 from batches.testing import Service
 from bench.bench_local_models import chat_items, direct_chat
 

@@ -38,7 +38,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from actors.local_models import (
+from actors.local import (
     CHAT_ENDPOINT,
     CHAT_MODEL_ID,
     EMBED_MODEL_ID,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,9 +16,15 @@ from batches.core.ports import BatchService
 from batches.filestore import FileStore
 from batches.settings import Settings
 
+# Per embedded model: {"status": "starting" | "ready" | "failed", "reason", ...}.
+ModelStatus = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
 
 def create_app(
-    settings: Settings, service: BatchService, file_store: FileStore | None = None
+    settings: Settings,
+    service: BatchService,
+    file_store: FileStore | None = None,
+    model_status: ModelStatus | None = None,
 ) -> FastAPI:
     """The façade over `service` (`actors.gateway.RayBatchService` in `batchlog serve`).
 
@@ -31,6 +38,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.model_status = model_status
     app.state.files = file_store or open_file_store(settings)
     errors.install(app)
     app.add_middleware(Gate, settings=settings)
@@ -43,6 +51,10 @@ def create_app(
         counts are for tenants."""
         report: dict[str, Any] = await service.health()
         status = 200 if report.get("status") == "ok" else 503
+        if model_status is not None:  # an embedded model that cannot run: degraded, not down
+            report["models"] = await model_status()
+            if status == 200 and any(m["status"] == "failed" for m in report["models"].values()):
+                report["status"] = "degraded"
         if request.scope.get("state", {}).get(TENANT_KEY) is None:
             report = {"status": report.get("status")}
         return ORJSONResponse(report, status_code=status)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -73,8 +77,10 @@ def test_chat_and_embedding_batches_on_the_embedded_models(embedded: Service) ->
     assert all(
         r["object"] == "chat.completion" and r["usage"]["completion_tokens"] > 0 for r in replies
     )
-    # Same seed, temperature 0, same prompt: the same text.
-    assert len({r["choices"][0]["message"]["content"] for r in replies}) == 1
+    # Same seed, temperature 0, same prompt: not promised to be the same text here (a
+    # request decoded alone and one decoded beside others take other kernel paths:
+    # docs/embedded-engine.md, "Determinism"; tests/models/test_engine.py tests what is).
+    assert all(r["choices"][0]["message"]["content"] for r in replies)
     vectors = [
         line["response"]["body"]["data"][0]["embedding"]
         for line in read_lines(client, embed_done.output_file_id)
@@ -101,3 +107,23 @@ def test_unknown_model_fails_validation(embedded: Service) -> None:
     failed = wait_for(client, batch.id, {"failed", "completed"})
     assert failed.status == "failed"
     assert [e.code for e in failed.errors.data] == ["model_not_found"]
+
+
+def test_a_broken_engine_makes_the_demo_say_why_and_fail(tmp_path: Path) -> None:
+    """docs/embedded-engine.md: a chat engine that cannot load is said once, in one
+    sentence, and `batchlog demo` exits non-zero instead of printing failed lines."""
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a gguf file\n" * 1000)
+    env = {**os.environ, "BATCHLOG_CHAT_MODEL_PATH": str(bad), "COLUMNS": "400"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchlog.cli", "demo", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = " ".join(proc.stdout.split())
+    assert f"The embedded model {CHAT_MODEL} cannot run here" in out
+    assert "self-test failed" in out  # the reason, from the engine's start-up check
+    assert "Created" not in out  # no batch was attempted

@@ -145,3 +145,31 @@ async def test_keys_are_tenants(tmp_path: Path) -> None:
         mine = await api.get("/v1/files", headers={"authorization": "Bearer ka"})
         assert [x["id"] for x in mine.json()["data"]] == [f["id"]]
     log.close()
+
+
+async def test_a_failed_embedded_model_is_reported_by_health_and_models(tmp_path: Path) -> None:
+    """docs/embedded-engine.md: the façade says which embedded model cannot run, and why."""
+    reason = "llama.cpp died with SIGILL in its start-up self-test: ..."
+
+    async def model_status() -> dict[str, dict[str, Any]]:
+        return {
+            "smollm2-135m-instruct": {"status": "failed", "reason": reason, "restarts": 0},
+            "all-minilm-l6-v2": {"status": "ready", "reason": None, "restarts": 0},
+        }
+
+    config = Settings(data_dir=tmp_path / "data")
+    log = EventStore.open(config.log_dir, fsync=False)
+    files = LocalFileStore(tmp_path / "data")
+    service = InProcessBatchService(Coordination(log, files, clock=lambda: 1_700_000_000.0))
+    service.models = {"smollm2-135m-instruct": "local", "all-minilm-l6-v2": "local"}
+    app = create_app(config, service, files, model_status=model_status)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+        health = (await api.get("/health")).json()
+        assert health["status"] == "degraded"
+        assert health["models"]["smollm2-135m-instruct"]["reason"] == reason
+        models = {m["id"]: m for m in (await api.get("/v1/models")).json()["data"]}
+        assert models["smollm2-135m-instruct"]["status"] == "failed"
+        assert models["smollm2-135m-instruct"]["status_reason"] == reason
+        assert models["all-minilm-l6-v2"]["status"] == "ready"
+    log.close()

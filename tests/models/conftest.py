@@ -18,7 +18,7 @@ pytest.importorskip("sentence_transformers", reason="the 'local' extra is not in
 
 import ray
 
-from actors.local_models import CHAT_MODEL_ID, EMBED_MODEL_ID, LocalModelPool
+from actors.local import CHAT_MODEL_ID, EMBED_MODEL_ID, LocalModelPool
 
 T = TypeVar("T")
 
