@@ -330,6 +330,8 @@ def batch_actor_options(settings: Settings, batch_id: str) -> dict[str, Any]:
         "max_restarts": settings.batch_max_restarts,
         "max_task_retries": settings.batch_max_restarts,
         "num_cpus": 0,
+        # on a cluster: only on the nodes that offer these (BATCHLOG_BATCH_ACTOR_RESOURCES)
+        "resources": settings.batch_actor_resources or None,
     }
 
 

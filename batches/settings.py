@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # A batch whose actor fails this many times in a row ends `failed`; tries back off
     # from batch_restart_backoff_s, doubling, up to a minute.
     batch_max_restarts: int = 5
+    # Ray custom resources a batch actor asks for (JSON), to place batch actors on the
+    # nodes that offer them; {} (default): any node.
+    batch_actor_resources: dict[str, float] = Field(default_factory=dict)
     batch_restart_backoff_s: float = 2.0
     # Per tenant (429 with Retry-After beyond them; 0 turns one off).
     tenant_max_queued_batches: int = 1_000
