@@ -67,7 +67,20 @@ class RayCluster:
             start_new_session=True,
         )
 
-    def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> None:
+    def start_head(
+        self,
+        num_cpus: int = 1,
+        resources: dict[str, float] | None = None,
+        dashboard: bool = False,
+    ) -> None:
+        """The head; with ``dashboard``, its job server too (for `ray job submit`, at
+        ``dashboard_url``)."""
+        self.dashboard_url = f"http://127.0.0.1:{free_port()}"
+        extra = (
+            ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={self.dashboard_url.rsplit(':', 1)[1]}"]
+            if dashboard else ["--include-dashboard=false"]
+        )  # fmt: skip
         self._start(
             "head",
             [
@@ -76,8 +89,8 @@ class RayCluster:
                 f"--num-cpus={num_cpus}",
                 f"--resources={json.dumps(resources or {})}",
                 f"--temp-dir={self.temp}",
-                "--include-dashboard=false",
                 "--disable-usage-stats",
+                *extra,
             ],
         )
         self.wait_nodes(1)
