@@ -35,7 +35,7 @@ LLAMA_CMAKE_ARGS ?= $(LLAMA_CPU_ARGS) -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF
 LLAMA_KEY := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 WHEELHOUSE ?= $(HOME)/.cache/batchlog/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_KEY)
 
-.PHONY: demo test lint unit e2e llama-wheel
+.PHONY: demo test lint unit e2e e2e-postgres llama-wheel
 
 # The llama-cpp-python compile (CPU-bound) runs while pip downloads and installs the rest.
 $(STAMP): pyproject.toml Makefile
@@ -85,3 +85,10 @@ unit: $(TEST_STAMP)
 
 e2e: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q tests/e2e tests/models tests/analytics
+	$(MAKE) e2e-postgres
+
+# The e2e modules that run on the shared `service` fixture, again with the event log and
+# the files in PostgreSQL (docs/scaling.md says why this subset).
+e2e-postgres: $(TEST_STAMP)
+	BATCHLOG_E2E_POSTGRES=1 $(VENV)/bin/pytest -q tests/e2e/test_batches.py \
+		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py

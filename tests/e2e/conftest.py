@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,11 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def service(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    upstream: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Service]:
     data = tmp_path_factory.mktemp("svc") / "data"
     env = {
         "BATCHLOG_UPSTREAM": upstream.url,
@@ -41,8 +46,22 @@ def service(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         "BATCHLOG_MAX_REQUESTS_PER_BATCH": str(LIMIT_REQUESTS),
         **FAST_RETRIES,
     }
+    if os.environ.get("BATCHLOG_E2E_POSTGRES"):  # `make e2e-postgres`: state in PostgreSQL
+        env["BATCHLOG_DATABASE_URL"] = fresh_database(request.getfixturevalue("pg_server"))
     with Service(data, env) as svc:
         yield svc
+
+
+def fresh_database(server: Any) -> str:
+    """A new, empty database on the test PostgreSQL server; its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return str(server.url.rsplit("/", 1)[0] + "/" + name)
 
 
 def chat_lines(n: int, model: str = "fake-chat", prefix: str = "req") -> bytes:
