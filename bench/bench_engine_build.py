@@ -29,7 +29,7 @@ prompts = [f"Write a short story about a {w}." for w in
            ("lighthouse", "robot", "cat", "river", "train", "moon", "baker", "violin")]
 w0, c0, toks = time.perf_counter(), time.thread_time(), 0
 for p in prompts:
-    out = llm.create_completion(p, max_tokens=64, temperature=0)
+    out = llm.create_chat_completion([{"role": "user", "content": p}], max_tokens=64, temperature=0)
     toks += out["usage"]["completion_tokens"]
 gen = (toks / (time.perf_counter() - w0), toks / (time.thread_time() - c0))
 doc = llm.tokenize(("The quick brown fox jumps over the lazy dog. " * 40).encode())[:256]
