@@ -397,7 +397,7 @@ def _create(state: BatchState | None, c: CreateBatch) -> list[ev.Event]:
     window = COMPLETION_WINDOWS.get(c.completion_window)
     if window is None:
         raise InvalidRequest(
-            msg.invalid_value(c.completion_window, list(COMPLETION_WINDOWS)),
+            msg.invalid_value("completion_window", c.completion_window, list(COMPLETION_WINDOWS)),
             param="completion_window",
             code="invalid_value",
         )

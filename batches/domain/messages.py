@@ -85,8 +85,10 @@ def invalid_type(param: str, expected: str, value: Any) -> str:
     return f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead."
 
 
-def invalid_value(value: Any, allowed: Sequence[str]) -> str:
-    return f"Invalid value: '{echo(value)}'. Supported values are: {supported(allowed)}."
+def invalid_value(param: str, value: Any, allowed: Sequence[str]) -> str:
+    """A bad enumerated value, as the issue's and docs' recorded OpenAI errors word it:
+    "Invalid endpoint: /v1/invalid/endpoint. Supported values: ..."."""
+    return f"Invalid {param}: {echo(value)}. Supported values: {supported(allowed)}."
 
 
 def string_too_long(param: str, limit: int, length: int) -> str:
@@ -160,7 +162,7 @@ def duplicate_custom_id(n: int, custom_id: str) -> Error:
 
 
 def invalid_method(n: int, method: Any) -> Error:
-    return error("invalid_request", invalid_value(method, ("POST",)), n, "method")
+    return error("invalid_request", invalid_value("method", method, ("POST",)), n, "method")
 
 
 def url_mismatch(n: int) -> Error:
@@ -336,7 +338,7 @@ def parameter_error(
 
     ``errors`` is pydantic's (or FastAPI's) ``.errors()`` list. ``allowed`` names the
     supported values of enumerated parameters (e.g. endpoint), so a bad one reads
-    "Invalid value: 'x'. Supported values are: ...".
+    "Invalid endpoint: x. Supported values: ...".
     """
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
@@ -351,9 +353,10 @@ def parameter_error(
         return "missing_required_parameter", missing_parameter(name), param
     if kind in ("literal_error", "enum"):
         choices = (allowed or {}).get(name) or _expected(ctx)
-        return "invalid_value", invalid_value(value, choices), param
+        return "invalid_value", invalid_value(name, value, choices), param
     if kind in _PYDANTIC_TYPES:
-        return "invalid_type", invalid_type(name, _PYDANTIC_TYPES[kind], value), param
+        # OpenAI's recorded create errors use invalid_value for every bad parameter.
+        return "invalid_value", invalid_type(name, _PYDANTIC_TYPES[kind], value), param
     if kind == "string_too_long":
         length = len(value) if isinstance(value, str) else 0
         return "invalid_value", string_too_long(name, int(ctx.get("max_length", 0)), length), param

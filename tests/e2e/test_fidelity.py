@@ -107,7 +107,7 @@ def test_create_parameter_errors_are_openais(service: Service) -> None:
         )
     assert (bad.value.code, bad.value.param) == ("invalid_value", "endpoint")
     assert bad.value.body is not None and bad.value.body["message"].startswith(  # type: ignore[index]
-        "Invalid value: '/v1/invalid/endpoint'. Supported values are: '/v1/chat/completions',"
+        "Invalid endpoint: /v1/invalid/endpoint. Supported values: '/v1/chat/completions',"
     )
     with pytest.raises(openai.BadRequestError) as bad:
         client.batches.create(

@@ -27,7 +27,7 @@ def test_invalid_endpoint_is_openais_message() -> None:
         400,
         "invalid_value",
         "endpoint",
-        "Invalid value: '/v1/invalid/endpoint'. Supported values are: '/v1/chat/completions',"
+        "Invalid endpoint: /v1/invalid/endpoint. Supported values: '/v1/chat/completions',"
         " '/v1/completions', '/v1/embeddings', '/v1/responses', and '/v1/moderations'.",
     )
 
@@ -38,14 +38,14 @@ def test_invalid_completion_window(window: str) -> None:
         400,
         "invalid_value",
         "completion_window",
-        f"Invalid value: '{window}'. Supported values are: '24h'.",
+        f"Invalid completion_window: {window}. Supported values: '24h'.",
     )
 
 
 def test_metadata_wrong_type_is_openais_message() -> None:
     assert create_error(GOOD | {"metadata": {"tags": ["tag1", "tag2"]}}) == (
         400,
-        "invalid_type",
+        "invalid_value",
         "metadata.tags",
         "Invalid type for 'metadata.tags': expected a string, but got an array instead.",
     )
@@ -54,7 +54,7 @@ def test_metadata_wrong_type_is_openais_message() -> None:
 @pytest.mark.parametrize(
     ("change", "code", "param", "words"),
     [
-        ({"input_file_id": None}, "invalid_type", "input_file_id", "expected a string"),
+        ({"input_file_id": None}, "invalid_value", "input_file_id", "expected a string"),
         ({"input_file_id": ""}, "invalid_value", "input_file_id", "empty string"),
         ({"metadata": {"k": "v" * 513}}, "invalid_value", "metadata.k", "maximum length 512"),
         ({"metadata": {"k" * 65: "v"}}, "invalid_value", "metadata", "maximum length 64"),
@@ -64,7 +64,7 @@ def test_metadata_wrong_type_is_openais_message() -> None:
             "metadata",
             "at most 16",
         ),
-        ({"metadata": "x"}, "invalid_type", "metadata", "expected an object, but got a string"),
+        ({"metadata": "x"}, "invalid_value", "metadata", "expected an object, but got a string"),
         (
             {"output_expires_after": {"anchor": "created_at", "seconds": 10}},
             "invalid_value",
@@ -75,7 +75,7 @@ def test_metadata_wrong_type_is_openais_message() -> None:
             {"output_expires_after": {"anchor": "now", "seconds": 3600}},
             "invalid_value",
             "output_expires_after.anchor",
-            "Supported values are: 'created_at'.",
+            "Supported values: 'created_at'.",
         ),
         ({"idempotency_key": "k" * 256}, "invalid_value", "idempotency_key", "maximum length 255"),
     ],
@@ -101,7 +101,7 @@ def test_echo_cuts_long_values() -> None:
     assert msg.echo("short") == "short"
     cut = msg.echo("x" * 1000)
     assert len(cut) == msg.MAX_ECHO_CHARS + 3 and cut.endswith("...")
-    assert msg.invalid_value("y" * 10_000, ["a"]).count("y") == msg.MAX_ECHO_CHARS
+    assert msg.invalid_value("endpoint", "y" * 10_000, ["a"]).count("y") == msg.MAX_ECHO_CHARS
 
 
 def test_http_messages() -> None:
