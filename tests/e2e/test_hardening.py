@@ -211,7 +211,7 @@ def test_foreign_host_and_plain_text_bodies_are_refused(secured: Service) -> Non
 def run_serve(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     """`batchlog serve` that is expected to refuse to start (killed if it does start)."""
     full = {**os.environ, **env}
-    cmd = [sys.executable, "-m", "batches.cli", "serve", *args]
+    cmd = [sys.executable, "-m", "batchlog.cli", "serve", *args]
     proc = subprocess.Popen(
         cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )

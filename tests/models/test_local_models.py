@@ -357,7 +357,7 @@ def test_pool_with_a_broken_model_does_not_hang(ray_namespace: str, tmp_path: Pa
         # the replica could not load: the supervisor fails the model at once (a restart
         # would only repeat it), and says why
         assert outs[0]["error"]["code"] == "model_failed"
-        assert "not found" in outs[0]["error"]["message"]
+        assert "FileNotFoundError" in outs[0]["error"]["message"]
         health = run(broken.health())
         assert health[EMBED_MODEL_ID][0]["loaded"] is False
         status = run(broken.status())[EMBED_MODEL_ID]
