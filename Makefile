@@ -67,6 +67,7 @@ llama-wheel:
 	python3 -m pip wheel -v --no-deps --no-cache-dir --no-binary llama-cpp-python \
 		'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEELHOUSE).tmp 2>&1 \
 		| tee $(WHEELHOUSE).log | grep --line-buffered -E $(PROGRESS) \
+		| sed -u -E 's#^\s*(\[[^]]*\]).* -o ([^ ]+) .*#\1 \2#' \
 		|| { tail -40 $(WHEELHOUSE).log; echo "llama-cpp-python build failed: $(WHEELHOUSE).log"; exit 1; }; \
 	mv $(WHEELHOUSE).tmp/llama_cpp_python-*.whl $(WHEELHOUSE)/ && rmdir $(WHEELHOUSE).tmp
 

@@ -12,11 +12,11 @@ Per request, OpenAI's semantics hold: its own ``max_tokens``, ``stop`` strings,
 temperature/top_p/penalties and ``seed`` (each sequence has its own sampler chain and
 random stream), usage counts and ``finish_reason``. What batching changes is documented
 in docs/embedded-engine.md: with several sequences in one decode the floating-point
-order of the matrix products may differ from a lone decode, so a greedy (or seeded)
-request reproduces when it is decoded again in the same company, and its text may differ
-in rare near-ties when the company differs.
+order of the matrix products differs between a step of one token and a step of several,
+so a greedy (or seeded) request decoded alone reproduces, and decoded beside others its
+text may differ from the lone one in a near-tie.
 
-Thread model: ``step()`` runs on one thread (``DecoderLoop``'s); ``submit`` and
+Thread model: ``step()`` runs on one thread (``DecoderLoop``'s); ``submit_many`` and
 ``cancel`` may be called from any thread. ctypes releases the GIL during ``llama_decode``,
 so the caller's event loop keeps running while a step computes.
 """
@@ -117,18 +117,11 @@ class BatchDecoder:
 
     # -- the caller's side (any thread)
 
-    def submit(self, prompt: list[int], sampling: Sampling) -> Future[Generation]:
-        """Queue one sequence; its future resolves when it finishes (or fails)."""
-        (fut,) = self.submit_many([(prompt, sampling)])
-        if isinstance(fut, RequestError):
-            raise fut
-        return fut
-
     def submit_many(
         self, sequences: list[tuple[list[int], Sampling]]
     ) -> list[Future[Generation] | RequestError]:
-        """Queue sequences together: a decode step takes all of them or none, so the
-        same chunk on an idle replica is decoded the same way every time. A sequence
+        """Queue sequences at once (the decoding thread never sees half of them), so the
+        same chunk on an idle replica is admitted the same way every time. A sequence
         that cannot be decoded gets its RequestError in its place instead."""
         out: list[Future[Generation] | RequestError] = []
         queued: list[_Seq] = []
@@ -187,15 +180,19 @@ class BatchDecoder:
         self._admit()
         if not self._running:
             return
+        before = [(seq, seq.n_past, seq.next_token) for seq in self._running]
         entries = self._fill_batch()
         rc = self._lc.llama_decode(self.ctx, self.batch)
         self.steps += 1
-        if rc == 1 and len(self._running) > 1:
-            # No room in the KV cache (fragmentation): the newest sequence starts over later.
-            self._requeue(self._running[-1])
-            return
         if rc != 0:
-            self._fail_all(RuntimeError(f"llama_decode failed with status {rc}"))
+            # Nothing of the batch was stored: undo what filling it advanced.
+            for seq, n_past, next_token in before:
+                seq.n_past, seq.next_token = n_past, next_token
+            if rc == 1 and len(self._running) > 1:
+                # No room in the KV cache (fragmentation): the newest starts over later.
+                self._requeue(self._running[-1])
+            else:
+                self._fail_all(RuntimeError(f"llama_decode failed with status {rc}"))
             return
         for idx, seq in entries:
             self._advance(seq, idx)

@@ -128,13 +128,6 @@ class LocalModelPool:
         """The executor interface's spelling of ``models()``."""
         return self.models()
 
-    @staticmethod
-    def endpoints(model: str) -> tuple[str, ...]:
-        return MODEL_ENDPOINTS.get(model, ())
-
-    def serves(self, model: str, endpoint: str) -> bool:
-        return model in self._config and endpoint in MODEL_ENDPOINTS[model]
-
     def replica_names(self, model: str) -> list[str]:
         """The replicas' actor names as first started (a restarted one adds ``-rN``)."""
         n = self._config[model]["replicas"]
