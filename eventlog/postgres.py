@@ -31,6 +31,7 @@ from psycopg.types.json import set_json_loads
 
 from .errors import EventLogError, SerializationError, StoreUnavailable, WrongExpectedVersion
 from .frames import dumps, new_event_id
+from .groupcommit import GroupCommit, Pending
 from .model import NewEvent, RecordedEvent, Snapshot, check_stream_id, make_recorded
 
 log = logging.getLogger("eventlog")
@@ -139,18 +140,14 @@ class _Retry:
         return True
 
 
-class _Request:
-    __slots__ = ("done", "error", "expected", "rows", "stream_id", "version", "wake")
+class _Request(Pending):
+    __slots__ = ("expected", "rows", "stream_id")
 
     def __init__(self, stream_id: str, rows: list[tuple[str, str, str, str]], expected: int):
+        super().__init__()
         self.stream_id = stream_id
         self.rows = rows  # (event_id, type, data json, metadata json)
         self.expected = expected
-        self.done = False
-        self.error: BaseException | None = None
-        self.version = 0
-        self.wake = threading.Lock()  # released when done, or when made the next leader
-        self.wake.acquire()
 
 
 def _encode(events: Sequence[NewEvent]) -> list[tuple[str, str, str, str]]:
@@ -186,13 +183,10 @@ class PostgresEventStore:
         self._schema = schema
         self._channel = f"{schema}_appended"
         self._connect_timeout = connect_timeout
-        self._wconn: psycopg.Connection[Any] | None = None  # the leader's, under _commit_turn
+        self._wconn: psycopg.Connection[Any] | None = None  # the leader's, under _group.turn
         self._rconn: psycopg.Connection[Any] | None = None  # readers', under _read_lock
         self._read_lock = threading.Lock()
-        self._commit_turn = threading.Lock()
-        self._queue: list[_Request] = []
-        self._queue_lock = threading.Lock()
-        self._leading = False
+        self._group: GroupCommit[_Request] = GroupCommit(self._commit)
         self._closed = False
         self._seen_head = 0  # the highest head a notification or a read reported
         self._head_changed = threading.Condition()
@@ -248,7 +242,7 @@ class PostgresEventStore:
 
     def close(self) -> None:
         """Close the store's connections; later calls raise EventLogError. Idempotent."""
-        with self._commit_turn:
+        with self._group.turn:
             if self._closed:
                 return
             self._closed = True
@@ -428,30 +422,7 @@ class PostgresEventStore:
         rows = _encode(events)
         self._check_usable()
         req = _Request(stream_id, rows, expected_version)
-        with self._queue_lock:
-            self._queue.append(req)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            req.wake.acquire()
-        if not req.done:
-            self._lead()
-        if req.error is not None:
-            raise req.error
-        return req.version
-
-    def _lead(self) -> None:
-        try:
-            with self._commit_turn:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit(batch)
-        finally:
-            with self._queue_lock:
-                if self._queue:
-                    self._queue[0].wake.release()  # not done: it wakes up as the next leader
-                else:
-                    self._leading = False
+        return self._group.submit(req)
 
     def _commit(self, batch: list[_Request]) -> None:
         """Commit a batch of appends: one function call, one transaction, one round trip.

@@ -35,6 +35,7 @@ from .errors import (
     StoreFailed,
     WrongExpectedVersion,
 )
+from .groupcommit import GroupCommit, Pending
 from .locking import CommitLock, close_commit_lock, open_commit_lock
 from .model import NewEvent, RecordedEvent, Snapshot, check_stream_id, make_recorded
 from .segments import (
@@ -90,31 +91,16 @@ class _Stream:
 _INDEX_CACHE = 8  # sealed segments' indexes kept loaded (least recently used dropped)
 
 
-class _Request:
-    __slots__ = (
-        "count",
-        "done",
-        "error",
-        "expected",
-        "payload",
-        "sid",
-        "stream_id",
-        "version",
-        "wake",
-    )
+class _Request(Pending):
+    __slots__ = ("count", "expected", "payload", "sid", "stream_id")
 
     def __init__(self, stream_id: str, payload: bytes, count: int, expected: int) -> None:
+        super().__init__()
         self.stream_id = stream_id
         self.sid = stream_id.encode("ascii")
         self.payload = payload
         self.count = count
         self.expected = expected
-        self.done = False
-        self.error: BaseException | None = None
-        self.version = 0
-        # released when the request is done, or when it is made the next leader
-        self.wake = threading.Lock()
-        self.wake.acquire()
 
 
 class EventStore:
@@ -145,10 +131,7 @@ class EventStore:
         self._dir: dict[str, list[int]] | None = None
         self._idx_cache: OrderedDict[int, segindex.SegIndex] = OrderedDict()
         self._index_lock = threading.Lock()
-        self._commit_turn = threading.Lock()  # held by the leader while it commits
-        self._queue: list[_Request] = []  # appends waiting for the next commit
-        self._queue_lock = threading.Lock()
-        self._leading = False  # a leader is committing (or about to); guarded by _queue_lock
+        self._group: GroupCommit[_Request] = GroupCommit(self._commit)
         self._inflight: int | None = None  # offset of our own write in progress, if any
         self._wfd: int | None = None  # write descriptor of the last segment
         self._wseg: _Segment | None = None
@@ -221,7 +204,7 @@ class EventStore:
 
     def close(self) -> None:
         """Close the store; later calls raise EventLogError. Waits for a commit in progress."""
-        with self._commit_turn:
+        with self._group.turn:
             if self._closed:
                 return
             self._closed = True
@@ -552,33 +535,9 @@ class EventStore:
         if self._failed is not None:
             raise StoreFailed(self._failed)
         req = _Request(stream_id, payload, len(events), expected_version)
-        # Group commit: the first appender becomes the leader and commits everything queued
-        # meanwhile in one write + one fdatasync; the others sleep until they are answered.
-        # When a leader is done it hands the lead to the oldest waiting append, if any.
-        with self._queue_lock:
-            self._queue.append(req)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            req.wake.acquire()
-        if not req.done:
-            self._lead()
-        if req.error is not None:
-            raise req.error
-        return req.version
-
-    def _lead(self) -> None:
-        try:
-            with self._commit_turn:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit(batch)
-        finally:
-            with self._queue_lock:
-                if self._queue:
-                    self._queue[0].wake.release()  # not done: it wakes up as the next leader
-                else:
-                    self._leading = False
+        # Group commit (eventlog/groupcommit.py): one write + one fdatasync for everything
+        # queued meanwhile.
+        return self._group.submit(req)
 
     def _commit(self, batch: list[_Request]) -> None:
         """Write a batch of append requests as one write + one fdatasync. Holds the turn."""
