@@ -26,6 +26,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between our pick and serve's bind."""
+
+
 class Service:
     def __init__(
         self,
@@ -38,6 +42,7 @@ class Service:
         self.extra_env = env or {}
         self.api_key = api_key
         self.port = port or free_port()
+        self._port_chosen_here = port is None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"serve-{data_dir.name}-{self.port}.log"
 
@@ -46,6 +51,18 @@ class Service:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 120.0) -> Service:
+        # A port picked free can be taken before serve binds it: serve starts Ray first,
+        # whose processes bind random ports. Then try another one (if we picked it).
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if not self._port_chosen_here:
+                    raise
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> Service:
         env = {**os.environ, **self.extra_env}
         env.update(BATCHLOG_PORT=str(self.port), BATCHLOG_DATA_DIR=str(self.data_dir))
         env.setdefault("BATCHLOG_RAY_NUM_CPUS", "2")
@@ -61,7 +78,12 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"batchlog serve exited:\n{self.log()}")
+                self._reap_session(self.proc.pid)
+                log_text = self.log()
+                self.proc = None
+                if f"('127.0.0.1', {self.port}): address already in use" in log_text:
+                    raise PortTaken(self.port)
+                raise RuntimeError(f"batchlog serve exited:\n{log_text}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
                     return self
