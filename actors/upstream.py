@@ -5,9 +5,8 @@ one Outcome per item back (shapes in ``docs/architecture.md``, "Executors"). The
 is one async Ray actor shared by every batch actor, so all chunks bound for an upstream
 share its connection pool and its in-flight semaphore.
 
-- ``HttpUpstream``: one upstream. ``httpx.AsyncClient``s whose connection limits sum to
-  ``max_concurrency`` (split in pools of 8, see ``CONNS_PER_CLIENT``), an
-  ``asyncio.Semaphore(max_concurrency)`` around each attempt, retries with exponential
+- ``HttpUpstream``: one upstream. One ``aiohttp.ClientSession`` of ``max_concurrency``
+  connections, an ``asyncio.Semaphore(max_concurrency)`` around each attempt, retries with exponential
   backoff + jitter (``batches.domain.retry``, honouring ``Retry-After``) on the statuses
   ``is_retryable_status`` names, timeouts, refused and dropped connections. The
   semaphore is held for an attempt only, never during a backoff sleep.
@@ -23,10 +22,11 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import ray
 
@@ -92,13 +92,16 @@ class ResponseTooLarge(Exception):
     pass
 
 
-async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in resp.aiter_bytes():
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ResponseTooLarge(f"the upstream's response is larger than {limit} bytes")
+    stream = resp.content
+    body = b""
+    while chunk := await stream.readany():
         body += chunk
         if len(body) > limit:
             raise ResponseTooLarge(f"the upstream's response is larger than {limit} bytes")
-    return bytes(body)
+    return body
 
 
 def _parse_body(content: bytes) -> tuple[dict[str, Any], bool]:
@@ -115,10 +118,17 @@ def _parse_body(content: bytes) -> tuple[dict[str, Any], bool]:
     }, False
 
 
-class HttpUpstream:
-    """One OpenAI-compatible upstream: pooled clients, in-flight bound, retries."""
+def _env_proxy(url: str) -> bool:
+    """Whether the environment names a proxy for ``url`` (HTTP(S)_PROXY, NO_PROXY)."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
 
-    CONNS_PER_CLIENT = 8
+    parts = urlsplit(url)
+    return parts.scheme in getproxies() and not proxy_bypass(parts.hostname or "")
+
+
+class HttpUpstream:
+    """One OpenAI-compatible upstream: a pooled client, in-flight bound, retries."""
 
     def __init__(self, config: UpstreamConfig, policy: RetryPolicy | None = None) -> None:
         self.config = config
@@ -128,31 +138,36 @@ class HttpUpstream:
         headers = {"content-type": "application/json", "accept": "application/json"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
-        # The pool is split over several AsyncClients of at most CONNS_PER_CLIENT
-        # connections each (their limits sum to max_concurrency): httpcore scans its whole
-        # pool a few times per request, which made one 64-connection client ~3x slower
-        # than 8 clients of 8 at concurrency 64 (encode/httpx#3215).
-        n = max(1, -(-config.max_concurrency // self.CONNS_PER_CLIENT))
-        sizes = [
-            config.max_concurrency // n + (1 if i < config.max_concurrency % n else 0)
-            for i in range(n)
-        ]
-        verify = _ssl_context() if self.base_url.startswith("https:") else False
-        self._clients = [
-            httpx.AsyncClient(
-                headers=headers,
-                verify=verify,
-                timeout=httpx.Timeout(config.timeout_s),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            )
-            for size in sizes
-        ]
-        # free connection slots per client; the semaphore guarantees one is > 0
-        self._free = list(sizes)
+        self._headers = headers
+        # aiohttp, chosen by measurement (bench/bench_http_clients.py, docs/benchmarks.md
+        # "Service"): ~6x less client CPU per request than httpx split in pools of 8, ~20x
+        # less than one 64-connection httpx client (whose pool scan grows with its size).
+        # Its session needs a running loop: made on first use.
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = (
+            _ssl_context() if self.base_url.startswith("https:") else False
+        )
+        # httpx honoured HTTP(S)_PROXY by default; aiohttp does so only with trust_env,
+        # which re-reads the environment (and ~/.netrc) per request: only if one is set.
+        self._trust_env = _env_proxy(self.base_url)
         self._sem = asyncio.Semaphore(config.max_concurrency)
         self.inflight = 0
         self.max_inflight = 0
         self.attempts_total = 0
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            limit = self.config.max_concurrency  # the semaphore never lets more wait
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ssl=self._ssl),
+                headers=self._headers,
+                # like httpx.Timeout(t): connecting and each read wait at most t
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.timeout_s, sock_read=self.config.timeout_s
+                ),
+                trust_env=self._trust_env,
+            )
+        return self._session
 
     def url_for(self, endpoint: str) -> str:
         """``/v1/chat/completions`` -> ``{base_url}/chat/completions``."""
@@ -164,9 +179,9 @@ class HttpUpstream:
     async def list_models(self) -> list[str]:
         """The ids from ``GET /models``; ``[]`` (and a warning) if it cannot be had."""
         try:
-            timeout = min(self.config.timeout_s, 10.0)
+            timeout = aiohttp.ClientTimeout(total=min(self.config.timeout_s, 10.0))
             url = self.base_url + "/models"
-            async with self._clients[0].stream("GET", url, timeout=timeout) as resp:
+            async with self._client().get(url, timeout=timeout) as resp:
                 resp.raise_for_status()
                 content = await _read_capped(resp, self.config.max_response_bytes)
             data = orjson.loads(content).get("data", [])
@@ -179,6 +194,22 @@ class HttpUpstream:
         """One Outcome per item, in the items' order; never raises for an item's failure."""
         url = self.url_for(endpoint)
         return list(await asyncio.gather(*(self._run_one(url, it, batch_id) for it in items)))
+
+    async def stream_chunk(
+        self, endpoint: str, items: list[WorkItem], batch_id: str
+    ) -> AsyncIterator[list[Outcome]]:
+        """The same Outcomes as ``run_chunk``, in groups as they are ready: whatever has
+        come back since the last group (not in the items' order)."""
+        url = self.url_for(endpoint)
+        tasks = [asyncio.ensure_future(self._run_one(url, it, batch_id)) for it in items]
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                yield [t.result() for t in done]
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def _run_one(self, url: str, item: WorkItem, batch_id: str) -> Outcome:
         custom_id = str(item.get("custom_id", ""))
@@ -193,6 +224,8 @@ class HttpUpstream:
             )
         headers = {"x-batchlog-request": _header_safe(f"{batch_id}:{custom_id}")}
         policy = self.policy
+        session = self._client()
+        limit = self.config.max_response_bytes
         attempt = 0
         started = False
         status_code: int | None = None
@@ -201,7 +234,8 @@ class HttpUpstream:
         error: LineError | None = None
         while True:
             attempt += 1
-            resp: httpx.Response | None = None
+            status: int | None = None
+            retry_after: str | None = None
             content = b""
             final = False  # an answer that retrying cannot fix
             error = None
@@ -211,32 +245,27 @@ class HttpUpstream:
                     started_at = time.time()
                     t0 = time.perf_counter()
                 self.inflight += 1
-                self.max_inflight = max(self.max_inflight, self.inflight)
+                if self.inflight > self.max_inflight:
+                    self.max_inflight = self.inflight
                 self.attempts_total += 1
-                free = self._free
-                slot = max(range(len(free)), key=free.__getitem__)
-                free[slot] -= 1
                 try:
                     # Streamed and capped: a runaway upstream cannot fill this process.
-                    client = self._clients[slot]
-                    async with client.stream("POST", url, content=payload, headers=headers) as r:
-                        content = await _read_capped(r, self.config.max_response_bytes)
-                        resp = r
+                    async with session.post(url, data=payload, headers=headers) as r:
+                        content = await _read_capped(r, limit)
+                        status = r.status
+                        retry_after = r.headers.get("retry-after")
                 except ResponseTooLarge as e:
                     error = {"code": "upstream_response_too_large", "message": str(e)}
                     final = True
-                except httpx.TimeoutException as e:
+                except TimeoutError as e:  # aiohttp's connect/read timeouts are TimeoutErrors
                     error = {"code": "upstream_timeout", "message": _describe(e, url)}
-                except (httpx.ConnectError, httpx.UnsupportedProtocol) as e:
+                except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as e:
                     error = {"code": "upstream_unreachable", "message": _describe(e, url)}
-                except httpx.HTTPError as e:  # dropped connections, protocol errors
+                except aiohttp.ClientError as e:  # dropped connections, protocol errors
                     error = {"code": "upstream_error", "message": _describe(e, url)}
                 finally:
-                    free[slot] += 1
                     self.inflight -= 1
-            retry_after: str | None = None
-            if resp is not None:
-                status = resp.status_code
+            if status is not None:
                 if (
                     200 <= status < 300
                     or not is_retryable_status(status)
@@ -250,7 +279,6 @@ class HttpUpstream:
                             "message": "the upstream answered with a body that is not a JSON object",
                         }
                     break
-                retry_after = resp.headers.get("retry-after")
             elif final or attempt >= policy.max_attempts:
                 if attempt > 1:
                     assert error is not None
@@ -281,7 +309,9 @@ class HttpUpstream:
         }
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self._clients))
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _ssl_context() -> ssl.SSLContext:
