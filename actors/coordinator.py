@@ -1,11 +1,12 @@
 """The coordinator: one named actor per deployment, a thin shell around the core.
 
-The rules live in `batches.core.Coordination`; this actor holds what only Ray can: the
-handles of running batch actors, their supervision (back-off, give-up), the executors'
-model list, checkpoints, and its own life cycle (Ray restarts it after a crash; it
-rebuilds from the log and resumes every batch that is not terminal). The core is
-synchronous, so concurrent creates with one key cannot interleave on this event loop.
-Domain errors go back as data (`actors.results`).
+The rules live in `batches.core` (`Coordination`: the use cases; `Supervision`: which
+batches run, back-off and give-up, who owns a batch stream). This actor holds what only
+Ray can: batch actor handles (started, awaited, killed), the executors' model list, the
+periodic tasks, and its own life cycle (Ray restarts it after a crash; it rebuilds from
+the log and resumes every batch that is not terminal). The core is synchronous, so
+concurrent creates with one key cannot interleave on this event loop. Domain errors go
+back as data (`actors.results`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
@@ -26,16 +26,16 @@ from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.core.coordination import storage_message
 from batches.core.restarts import RestartBudget
-from batches.core.storage import AnalyticsRefresh, Checkpoints, open_core
+from batches.core.storage import Checkpoints, Upkeep, open_core
+from batches.core.supervision import Supervision
 from batches.domain.errors import DomainError, StorageUnavailable
 from batches.settings import Settings
 from eventlog import StoreUnavailable
-from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
-COMPACT_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
+UPKEEP_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
 
 
 def returns_errors(
@@ -62,7 +62,7 @@ def use_case(name: str, running: bool = False) -> Callable[..., Awaitable[Any]]:
 
     async def method(self: Coordinator, *args: Any) -> Any:
         call = getattr(self.core, name)
-        return call(*args, self.running) if running else call(*args)
+        return call(*args, self.sup.running) if running else call(*args)
 
     method.__name__ = method.__qualname__ = name
     return returns_errors(method)
@@ -73,16 +73,14 @@ class Coordinator:
         self.settings = Settings.model_validate(settings)
         self.checkpoints = Checkpoints(self.settings)
         self.core = open_core(self.settings, self.checkpoints)
-        self.analytics = AnalyticsRefresh(self.settings)
-        self.dispatcher = Dispatcher(self.settings)
-        self.running: dict[str, Any] = {}  # batch_id -> actor handle
-        self.restarts = RestartBudget(
+        budget = RestartBudget(
             self.settings.batch_max_restarts, self.settings.batch_restart_backoff_s
         )
+        self.sup = Supervision(self.core, budget)
+        self.upkeep = Upkeep(self.settings, self.checkpoints)
+        self.dispatcher = Dispatcher(self.settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started: asyncio.Task[dict[str, Any]] | None = None
-
-    # -- life cycle ----------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
         """Start once per incarnation: `serve` calls it, and so does the first call after
@@ -92,20 +90,17 @@ class Coordinator:
         return await asyncio.shield(self._started)
 
     async def _start(self) -> dict[str, Any]:
-        """Finish half-done creates, resume every non-terminal batch, start supervising."""
-        self.core.repair()
-        removed = self.core.sweep_orphans(self.settings.orphan_file_grace_s)
-        if removed:
-            log.info("removed %d content files no event names: %s", len(removed), removed[:20])
+        summary = self.sup.start(self.settings.orphan_file_grace_s)
         await self.dispatcher.cached_models(max_age_s=0.0)
         let_go_of_finished(self.settings.namespace, self.core.model.batches)
         self._admit()
-        task = asyncio.get_running_loop().create_task(self._supervise())
+        self._spawn(self._supervise())
+        return summary
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        return {
-            "batches": len(self.core.model.batches),
-            "active": len(self.core.model.active_batches()),
-        }
+        task.add_done_callback(self._tasks.discard)
 
     async def _supervise(self) -> None:
         rounds = 0
@@ -113,59 +108,34 @@ class Coordinator:
             await asyncio.sleep(1.0)
             rounds += 1
             try:
-                if not self.core.recover():
-                    continue  # the log failed a write and cannot be reopened yet
-                self.core.expire_queued(self.running)
-                self.core.expire_files()
-                self._admit()
-                if rounds % COMPACT_EVERY_ROUNDS == 0:
-                    if self.settings.database_url is None:
-                        # Sealed segments get a Parquet copy for fast SQL (docs/eventlog.md).
-                        await asyncio.to_thread(compact, self.settings.log_dir)
-                    self.core.forget_old()
-                    await self.checkpoints.save(self.core.model)
-                    await self.analytics.run(self.core.model.position)
+                if self.sup.round():
+                    self._admit()
+                if rounds % UPKEEP_EVERY_ROUNDS == 0:
+                    await self.upkeep.run(self.core)
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
 
     def _admit(self) -> None:
-        """Start an actor for each batch the core admits (it picks which, and in what
-        order), skipping those backing off after a crash."""
-        skip = self.restarts.backing_off(time.monotonic())
-        for batch_id in self.core.admissions(self.running, skip):
+        """Start an actor for each batch the core admits (it picks which and in what order)."""
+        for batch_id in self.sup.to_start():
             options = batch_actor_options(self.settings, batch_id)
             handle = BatchActorRemote.options(**options).remote(  # type: ignore[attr-defined]
                 batch_id, self.settings.actor_args()
             )
-            self.running[batch_id] = handle
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, handle))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.sup.started(batch_id, handle)
+            self._spawn(self._run_batch(batch_id, handle))
 
     async def _run_batch(self, batch_id: str, handle: Any) -> None:
-        give_up: str | None = None
+        error: Exception | None = None
         try:
             await handle.run.remote()
-            self.restarts.succeeded(batch_id)
         except Exception as exc:
-            # A failed log write (disk full) is the store's fault: it does not count.
-            storage = "StoreFailed" in repr(exc) or self.core.fault is not None
-            error = f"{type(exc).__name__}: {exc}"
-            give_up = self.restarts.failed(batch_id, error, time.monotonic(), storage)
-            log.error("batch %s failed (%s); given up: %s", batch_id, error, bool(give_up))
+            error = exc
         finally:
-            self.running.pop(batch_id, None)
             with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
-        if give_up is not None:
-            try:
-                self.core.give_up(batch_id, give_up)
-            except DomainError:
-                log.exception("could not record that batch %s failed", batch_id)
-        self.core.catch_up()
+                ray.kill(handle, no_restart=True)  # before its stream goes back to the core
+        self.sup.ended(batch_id, error)
         self._admit()
-
-    # -- models ------------------------------------------------------------------
 
     @returns_errors
     async def model_owners(self) -> dict[str, str]:
@@ -183,8 +153,6 @@ class Coordinator:
     batch_results = use_case("batch_results")
     health = use_case("health", running=True)
 
-    # -- batches -----------------------------------------------------------------
-
     @returns_errors
     async def create_batch(
         self,
@@ -195,25 +163,22 @@ class Coordinator:
     ) -> dict[str, Any]:
         """Returns {"batch": wire, "created": bool}. `batch_id` is minted by the caller,
         so a call Ray retries after a coordinator crash finds the batch it made."""
-        result = self.core.create_batch(tenant, params, idempotency_key, self.running, batch_id)
+        result = self.core.create_batch(tenant, params, idempotency_key, self.sup.running, batch_id)
         if result["created"]:
             self._admit()
-            result["batch"] = self.core.get_batch(tenant, result["batch"]["id"], self.running)
+            result["batch"] = self.core.get_batch(tenant, result["batch"]["id"], self.sup.running)
         return result
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        self.core.batch_state(tenant, batch_id)  # 404 for another tenant's batch
-        handle = self.running.get(batch_id)
+        handle = self.sup.cancel(tenant, batch_id)
         if handle is None:
-            # No actor owns the stream while the batch waits for a slot: the core writes.
-            self.core.cancel_queued(tenant, batch_id, self.running)
             self._admit()  # a cancelling batch is admitted first, to write its files
         else:
             result: dict[str, Any] = await handle.cancel.remote()
             if is_error(result):
                 return result
-        return self.core.get_batch(tenant, batch_id, self.running)
+        return self.core.get_batch(tenant, batch_id, self.sup.running)
 
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())

@@ -24,6 +24,7 @@ from batches.filestore import free_bytes
 from batches.readmodel import ReadModel
 from batches.settings import Settings
 from eventlog import EventLog
+from eventlog.compaction import compact
 
 log = logging.getLogger("batchlog.core")
 
@@ -87,6 +88,27 @@ class AnalyticsRefresh:
             log.warning("analytics refresh failed: %s", err.decode(errors="replace")[-2000:])
             return
         self.done = position
+
+
+class Upkeep:
+    """What the coordinator does about once a minute, besides supervising: sealed log
+    segments get their Parquet copy (docs/eventlog.md; the file log only), memory is
+    bounded (`Coordination.forget_old`), the read model is checkpointed, and the
+    analytics tables catch up."""
+
+    def __init__(self, settings: Settings, checkpoints: Checkpoints) -> None:
+        self.log_dir = settings.log_dir if settings.database_url is None else None
+        self.checkpoints = checkpoints
+        self.analytics = AnalyticsRefresh(settings)
+
+    async def run(self, core: Coordination) -> None:
+        if core.fault is not None:
+            return  # the log failed a write: nothing to compact or save until it recovers
+        if self.log_dir is not None:
+            await asyncio.to_thread(compact, self.log_dir)
+        core.forget_old()
+        await self.checkpoints.save(core.model)
+        await self.analytics.run(core.model.position)
 
 
 def open_core(settings: Settings, checkpoints: Checkpoints) -> Coordination:

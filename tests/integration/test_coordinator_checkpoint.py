@@ -114,11 +114,11 @@ def test_the_coordinator_keeps_the_analytics_tables_up_to_date(tmp_path: Path) -
     process), so a `batchlog sql` finds them there and folds nothing itself."""
     history(tmp_path, 0, 4)
     c = coordinator(tmp_path)
-    asyncio.run(c.analytics.run(c.core.model.position))
+    asyncio.run(c.upkeep.analytics.run(c.core.model.position))
     assert analytics_meta(tmp_path)[1] == c.core.model.position
     history(tmp_path, 4, 3)
     c.core.catch_up()
-    asyncio.run(c.analytics.run(c.core.model.position))
+    asyncio.run(c.upkeep.analytics.run(c.core.model.position))
     head = c.core.model.position
     assert analytics_meta(tmp_path)[1] == head
     c.core.log.close()

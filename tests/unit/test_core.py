@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from batches.core import Coordination, CoreConfig
+from batches.core.restarts import RestartBudget
+from batches.core.supervision import Supervision
 from batches.domain import events as ev
 from batches.domain.errors import (
     ConcurrentUpdate,
@@ -350,3 +352,78 @@ def test_a_failed_write_refuses_until_the_log_is_reopened(world: World) -> None:
     assert core.recover() and core.health(())["status"] == "ok"
     made = create(core, file_id, key="k")
     assert made["created"] and core.get_batch("t", made["batch"]["id"])["status"] == "validating"
+
+
+# -- supervision: who runs, who owns a batch stream, back-off and give-up -------------------
+
+
+class StoreFailedInTheActor(Exception):
+    """What Ray raises when a batch actor's log write failed (its repr names the cause)."""
+
+    def __repr__(self) -> str:
+        return "RayTaskError(StoreFailed('No space left on device'))"
+
+
+def supervision(world: World, core: Coordination, max_restarts: int = 1) -> Supervision:
+    return Supervision(core, RestartBudget(max_restarts, base_s=2.0), monotonic=world.clock)
+
+
+def test_supervision_starts_what_fits_and_takes_a_stream_back_when_a_run_ends(
+    world: World,
+) -> None:
+    core = world.core()
+    a, b, c = make_batches(world, core, 3)
+    sup = supervision(world, core)
+    assert sup.start(orphan_grace_s=0) == {"batches": 3, "active": 3}
+    for batch_id in sup.to_start():
+        sup.started(batch_id, f"handle-{batch_id}")
+    assert set(sup.running) == {a, b} and sup.to_start() == []
+    # A running batch is its actor's to cancel: the core writes nothing.
+    assert sup.cancel("t", a) == f"handle-{a}"
+    assert [e.type for e in world.log.read(ev.batch_stream(a))] == [ev.BATCH_CREATED]
+    # A queued one is the core's: cancelled here, and admitted first when a slot frees.
+    assert sup.cancel("t", c) is None
+    assert core.get_batch("t", c, sup.running)["status"] == "cancelling"
+    assert sup.ended(b) is None
+    assert sup.to_start() == [c]
+    with pytest.raises(NotFound):
+        sup.cancel("other-tenant", c)
+
+
+def test_supervision_backs_off_then_gives_up_and_storage_faults_do_not_count(
+    world: World,
+) -> None:
+    core = world.core()
+    [a] = make_batches(world, core, 1)
+    sup = supervision(world, core, max_restarts=1)
+    sup.started(a, "h1")
+    assert sup.ended(a, RuntimeError("actor died")) is None  # first failure: back off 2 s
+    assert sup.to_start() == []
+    world.clock.now += 2
+    assert sup.to_start() == [a]
+    for _ in range(3):  # a full disk is the store's fault: backs off, never gives up
+        sup.started(a, "h")
+        assert sup.ended(a, StoreFailedInTheActor()) is None
+        world.clock.now += 60
+    sup.started(a, "h2")
+    reason = sup.ended(a, RuntimeError("actor died again"))
+    assert reason is not None and "2 times" in reason
+    batch = core.get_batch("t", a)
+    assert batch["status"] == "failed" and batch["errors"]["data"][0]["code"] == "batch_crashed"
+    assert sup.to_start() == []  # never a loop
+
+
+def test_supervision_round_expires_queued_batches_and_files(world: World) -> None:
+    world.config = CoreConfig(batch_file_ttl_s=100)
+    core = world.core()
+    a, b = make_batches(world, core, 2)
+    spare = world.upload(core)
+    sup = supervision(world, core)
+    sup.started(b, "hb")
+    world.clock.now = T0 + 86_400
+    assert sup.round()
+    assert core.get_batch("t", a)["status"] == "expired"
+    assert core.get_batch("t", b, sup.running)["status"] == "validating"  # its actor's to expire
+    # Past their 100 s: the spare file is gone, the input of b (still running) waits for it.
+    listed = [f["id"] for f in core.list_files("t", None, None, 10, "desc")["data"]]
+    assert spare not in listed and listed == [core.get_batch("t", b)["input_file_id"]]
