@@ -24,11 +24,11 @@ from actors import names
 from actors.batch_actor import BatchActorRemote, batch_actor_options, let_go_of_finished
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
-from batches.core.coordination import storage_message
 from batches.core.restarts import RestartBudget
 from batches.core.storage import Checkpoints, Upkeep, open_core
 from batches.core.supervision import Supervision
-from batches.domain.errors import DomainError, StorageUnavailable
+from batches.domain import refusals
+from batches.domain.errors import DomainError
 from batches.settings import Settings
 from eventlog import StoreUnavailable
 
@@ -52,7 +52,7 @@ def returns_errors(
         except DomainError as err:
             return error_result(err)
         except StoreUnavailable as exc:  # PostgreSQL away: a clear 503, not a 500
-            return error_result(StorageUnavailable(storage_message(str(exc))))
+            return error_result(refusals.storage_unavailable(str(exc)))
 
     return wrapper
 

@@ -11,7 +11,7 @@ import hmac
 
 from fastapi import Request
 
-from batches.api.errors import ApiError
+from batches.domain import refusals
 from batches.domain.ids import DEFAULT_TENANT
 
 TENANT_KEY = "tenant"
@@ -37,14 +37,14 @@ class KeyRing:
             return DEFAULT_TENANT
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "You didn't provide an API key.", "missing_api_key")
+            raise refusals.missing_api_key()
         presented = _digest(token.strip())
         found: str | None = None
         for digest, tenant in self._entries:
             if hmac.compare_digest(digest, presented):
                 found = tenant
         if found is None:
-            raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+            raise refusals.invalid_api_key()
         return found
 
 
@@ -52,5 +52,5 @@ def tenant_of(request: Request) -> str:
     """The tenant the gate authenticated (it refused the request otherwise)."""
     tenant = request.scope.get("state", {}).get(TENANT_KEY)
     if tenant is None:
-        raise ApiError(401, "You didn't provide an API key.", "missing_api_key")
+        raise refusals.missing_api_key()
     return str(tenant)

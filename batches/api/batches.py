@@ -11,8 +11,7 @@ from pydantic import ValidationError
 
 from batches.api import live
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError
-from batches.domain import messages as msg
+from batches.domain import refusals
 from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
 from batches.domain.ids import new_batch_id
@@ -28,18 +27,18 @@ async def _json_body(request: Request) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, msg.request_too_large(limit), "request_too_large")
+            raise refusals.request_too_large(limit)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, msg.unparseable_json_body(), "invalid_json") from exc
+        raise refusals.unparseable_json_body() from exc
 
 
 @router.post("")
 async def create_batch(request: Request, tenant: Tenant) -> Any:
     raw = await _json_body(request)
     if not isinstance(raw, dict):
-        raise ApiError(400, msg.body_not_an_object(), "invalid_request")
+        raise refusals.body_not_an_object()
     try:
         body = CreateBatchRequest.model_validate(raw)
     except ValidationError as exc:

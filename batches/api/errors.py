@@ -1,4 +1,8 @@
-"""Every error leaves as OpenAI's envelope: {"error": {"message", "type", "param", "code"}}."""
+"""Every error leaves as OpenAI's envelope: {"error": {"message", "type", "param", "code"}}.
+
+The cases themselves (status, code, message) are built in ``batches.domain.refusals``
+and raised as ``DomainError``s; this module only shapes them.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from batches.domain import refusals
 from batches.domain.errors import DomainError, error_envelope, error_type
 from batches.domain.messages import parameter_error
 
 log = logging.getLogger("batchlog.api")
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-        self.headers = headers or {}
 
 
 def envelope(
@@ -40,21 +31,23 @@ def envelope(
     return ORJSONResponse(body, status_code=status, headers=headers)
 
 
+def respond(err: DomainError, headers: dict[str, str] | None = None) -> ORJSONResponse:
+    """``err`` as OpenAI's envelope, with its headers (and ``headers`` added)."""
+    return envelope(
+        err.http_status, err.message, err.code, err.param, {**err.headers, **(headers or {})}
+    )
+
+
 def install(app: FastAPI) -> None:
     from batches.api.gate import BodyTooSlow  # the gate imports this module
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> ORJSONResponse:
-        return envelope(exc.status, exc.message, exc.code, exc.param, exc.headers)
-
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> ORJSONResponse:
-        return envelope(exc.http_status, exc.message, exc.code, exc.param, exc.headers)
+        return respond(exc)
 
     @app.exception_handler(BodyTooSlow)
     async def _slow(_: Request, exc: BodyTooSlow) -> ORJSONResponse:
-        message = "The request body arrived too slowly."
-        return envelope(408, message, "request_timeout", None, {"connection": "close"})
+        return respond(refusals.body_too_slow())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
@@ -63,12 +56,17 @@ def install(app: FastAPI) -> None:
         return envelope(400, message, code, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        return envelope(exc.status_code, str(exc.detail), None, None)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        # The framework's own refusals (no such route, wrong method), in OpenAI's words.
+        if exc.status_code == 404:
+            refusal = refusals.invalid_url(request.method, request.url.path)
+        elif exc.status_code == 405:
+            refusal = refusals.invalid_method(request.method, request.url.path)
+        else:
+            refusal = refusals.http_error(exc.status_code)
+        return respond(refusal, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return envelope(
-            500, "The server had an error while processing your request.", "server_error", None
-        )
+        return respond(refusals.server_error())

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError
 from batches.api.uploads import receive_upload
+from batches.domain import refusals
 from batches.domain.errors import DomainError
 from batches.domain.ids import new_file_id
 from batches.filestore import FileStore, FileTooLarge
@@ -51,26 +51,24 @@ async def upload_file(request: Request, tenant: Tenant) -> Any:
             request, lambda: store.writer(file_id, max_bytes=settings.max_file_bytes)
         )
     except FileTooLarge as exc:
-        raise ApiError(400, str(exc), "file_too_large", "file") from exc
+        raise refusals.file_too_large(exc.limit) from exc
     writer = form.writer
     try:
         purpose = form.fields.get("purpose")
         if purpose is None:
-            raise ApiError(400, "purpose: Field required", "missing_required_parameter", "purpose")
+            raise refusals.missing_upload_field("purpose")
         if purpose not in PURPOSES:
-            raise ApiError(400, f"Invalid purpose {purpose[:64]!r}.", "invalid_purpose", "purpose")
+            raise refusals.invalid_purpose(purpose, sorted(PURPOSES))
         if purpose != "batch":
-            raise ApiError(
-                400, "Only purpose 'batch' can be uploaded here.", "invalid_purpose", "purpose"
-            )
+            raise refusals.upload_purpose_not_batch()
         if writer is None:
-            raise ApiError(400, "file: Field required", "missing_required_parameter", "file")
+            raise refusals.missing_upload_field("file")
         if writer.bytes == 0:
-            raise ApiError(400, "The uploaded file is empty.", "empty_file", "file")
+            raise refusals.empty_upload()
         expires_at = _expires_at(
             form.fields.get("expires_after[anchor]"), form.fields.get("expires_after[seconds]")
         )
-    except ApiError:
+    except DomainError:
         store.delete(file_id)
         raise
     try:
@@ -93,28 +91,13 @@ def _expires_at(anchor: Any, seconds: Any) -> int | None:
     if anchor is None and seconds is None:
         return None
     if anchor != "created_at":
-        raise ApiError(
-            400,
-            "expires_after[anchor] must be 'created_at'.",
-            "invalid_request",
-            "expires_after[anchor]",
-        )
+        raise refusals.invalid_expires_after_anchor(anchor)
     try:
         value = int(str(seconds))
     except ValueError as exc:
-        raise ApiError(
-            400,
-            "expires_after[seconds] must be an integer.",
-            "invalid_request",
-            "expires_after[seconds]",
-        ) from exc
+        raise refusals.invalid_expires_after_seconds(seconds) from exc
     if not 3600 <= value <= 2_592_000:
-        raise ApiError(
-            400,
-            "expires_after[seconds] must be between 3600 and 2592000.",
-            "invalid_request",
-            "expires_after[seconds]",
-        )
+        raise refusals.invalid_expires_after_seconds(seconds)
     return int(time.time()) + value
 
 
@@ -145,7 +128,7 @@ async def file_content(request: Request, tenant: Tenant, file_id: str) -> Stream
     found = await request.app.state.service.get_file(tenant, file_id)  # 404 unless yours
     files: FileStore = request.app.state.files
     if not files.exists(file_id):
-        raise ApiError(404, f"The content of file {file_id} is gone.", "file_missing", "file_id")
+        raise refusals.file_content_gone(file_id)
     return StreamingResponse(
         files.chunks(file_id),
         media_type="application/octet-stream",

@@ -17,7 +17,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batches.api.auth import TENANT_KEY, KeyRing
-from batches.api.errors import ApiError, envelope
+from batches.api.errors import respond
+from batches.domain import refusals
+from batches.domain.errors import DomainError
 from batches.filestore import free_bytes
 from batches.settings import Settings
 
@@ -75,15 +77,12 @@ class Gate:
             return
         try:
             tenant = self._admit(scope)
-        except ApiError as err:
-            headers = {**err.headers, "connection": "close"}
-            refusal = envelope(err.status, err.message, err.code, err.param, headers)
-            await refusal(scope, receive, send)
+        except DomainError as err:
+            await respond(err, {"connection": "close"})(scope, receive, send)
             return
         scope.setdefault("state", {})[TENANT_KEY] = tenant
         if self.in_flight >= self.settings.max_inflight_requests:
-            overloaded = envelope(503, "The server is overloaded; retry later.", "overloaded", None)
-            await overloaded(scope, receive, send)
+            await respond(refusals.overloaded())(scope, receive, send)
             return
         self.in_flight += 1
         try:
@@ -92,16 +91,16 @@ class Gate:
             self.in_flight -= 1
 
     def _admit(self, scope: Scope) -> str | None:
-        """The tenant, or ApiError; reads headers only."""
+        """The tenant, or a refusal (DomainError); reads headers only."""
         headers = Headers(scope=scope)
         path: str = scope["path"]
         if self.hosts is not None and host_name(headers.get("host", "")) not in self.hosts:
-            raise ApiError(400, "Host header not allowed.", "invalid_host")
+            raise refusals.host_not_allowed()
         tenant: str | None = None
         if path not in OPEN_PATHS:
             try:
                 tenant = self.keys.tenant(headers.get("authorization"))
-            except ApiError:
+            except DomainError:
                 if path != HEALTH_PATH:
                     raise
         if scope["method"] in ("POST", "PUT", "PATCH"):
@@ -117,38 +116,24 @@ class Gate:
         if path == UPLOAD_PATH:
             limit = self.settings.max_file_bytes + MULTIPART_OVERHEAD
             if media != "multipart/form-data":
-                raise ApiError(
-                    415, "Uploads must be multipart/form-data.", "unsupported_media_type"
-                )
+                raise refusals.upload_not_multipart()
             if length is not None and length.isdigit() and int(length) > limit:
-                raise ApiError(
-                    400,
-                    f"File is larger than the {self.settings.max_file_bytes} byte limit.",
-                    "file_too_large",
-                    "file",
-                )
+                raise refusals.file_too_large(self.settings.max_file_bytes)
             return
         if has_body and media != "application/json":
             # A page in a browser can send text/plain or a form without asking first;
             # application/json needs a CORS preflight, which batchlog never grants.
-            raise ApiError(
-                415, "Request bodies must be application/json.", "unsupported_media_type"
-            )
+            raise refusals.body_not_json()
         limit = self.settings.max_json_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+            raise refusals.request_too_large(limit)
 
     def _check_free_space(self) -> None:
         """Refuse new uploads and creates before the disk is full, while the log can
         still record the batches already running."""
         floor = self.settings.min_free_bytes
         if floor > 0 and free_bytes(self.settings.data_dir) < floor:
-            raise ApiError(
-                507,
-                f"The server has less than {floor} bytes of free disk space; uploads and "
-                "new batches are refused until space is freed.",
-                "insufficient_storage",
-            )
+            raise refusals.insufficient_storage(floor)
 
     def _paced(self, receive: Receive) -> Receive:
         """`receive`, but the body must keep coming: at most body_timeout_s between

@@ -21,9 +21,8 @@ from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from batches.api.auth import tenant_of
-from batches.api.errors import ApiError
 from batches.domain import events as ev
-from batches.domain import messages as msg
+from batches.domain import refusals
 from batches.domain.decider import is_terminal
 
 router = APIRouter(prefix="/v1/batches", tags=["batches (extensions)"])
@@ -41,12 +40,7 @@ def resume_point(after: int | None, last_event_id: str | None) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ApiError(
-            400,
-            msg.invalid_last_event_id(),
-            "invalid_value",
-            "Last-Event-ID",
-        )
+        raise refusals.invalid_last_event_id()
     return value
 
 

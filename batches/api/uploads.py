@@ -13,7 +13,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from batches.api.errors import ApiError
+from batches.domain import refusals
 from batches.filestore import DurableWriter, FileTooLarge
 
 MAX_FIELD_BYTES = 64 * 1024  # a form field (purpose, expires_after[...]) is small
@@ -48,7 +48,7 @@ class _Parts:
     def on_part_begin(self) -> None:
         self.parts += 1
         if self.parts > MAX_PARTS:
-            raise ApiError(400, "Too many form fields.", "invalid_request")
+            raise refusals.too_many_form_fields(MAX_PARTS)
         self._headers, self._data, self._is_file = {}, bytearray(), False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -67,7 +67,7 @@ class _Parts:
         self._is_file = b"filename" in params
         if self._is_file:
             if self._name != "file" or self.form.writer is not None:
-                raise ApiError(400, "Send exactly one file, as the field 'file'.", None, "file")
+                raise refusals.one_file_field()
             self.form.filename = params[b"filename"].decode("utf-8", errors="replace")
             self.form.writer = self.open_writer()
 
@@ -82,7 +82,7 @@ class _Parts:
             return
         self._data += data[start:end]
         if len(self._data) > MAX_FIELD_BYTES:
-            raise ApiError(400, f"Form field {self._name!r} is too large.", None, self._name)
+            raise refusals.form_field_too_large(self._name, MAX_FIELD_BYTES)
 
     def on_part_end(self) -> None:
         if not self._is_file:
@@ -100,7 +100,7 @@ async def receive_upload(request: Request, open_writer: Callable[[], DurableWrit
     _, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if not boundary:
-        raise ApiError(400, "The multipart body has no boundary.", "invalid_request")
+        raise refusals.multipart_no_boundary()
     parts = _Parts(open_writer)
     callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
@@ -118,6 +118,6 @@ async def receive_upload(request: Request, open_writer: Callable[[], DurableWrit
         if parts.form.writer is not None:
             parts.form.writer.abort()
         if isinstance(exc, MultipartParseError):
-            raise ApiError(400, "The multipart body is malformed.", "invalid_request") from exc
+            raise refusals.multipart_malformed() from exc
         raise
     return parts.form

@@ -24,17 +24,9 @@ from typing import Any
 
 from batches.admission import CreateRate, admission_order
 from batches.core.ports import Clock, Ids, Page, RandomIds
-from batches.domain import catalog, decider
+from batches.domain import catalog, decider, refusals
 from batches.domain import events as ev
 from batches.domain import messages as msg
-from batches.domain.errors import (
-    ConcurrentUpdate,
-    FileInUse,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    StorageUnavailable,
-)
 from batches.filestore import FileStore
 from batches.readmodel import ReadModel
 from batches.results import Kind, LineIndex, indexed_page
@@ -119,21 +111,18 @@ class Coordination:
         if not events:
             return
         if self.fault is not None and not self.recover():
-            raise StorageUnavailable(storage_message(self.fault))
+            raise refusals.storage_unavailable(self.fault)
         try:
             self.log.append(stream, [NewEvent(t, d) for t, d in events], decided_on)
         except WrongExpectedVersion as exc:
             self.catch_up()
-            raise ConcurrentUpdate(
-                f"{stream} changed while this request was decided (expected version "
-                f"{exc.expected}, found {exc.actual}); retry."
-            ) from exc
+            raise refusals.concurrent_update(stream, exc.expected, exc.actual) from exc
         except (StoreFailed, StoreUnavailable, OSError) as exc:
             # The log failed closed (or its database is away): nothing of this append is acknowledged. It is
             # reopened (recovery drops any torn tail) once `reopen` can give one.
             self.fault = str(exc)
             log.error("event log write failed; refusing writes until it recovers: %s", exc)
-            raise StorageUnavailable(storage_message(self.fault)) from exc
+            raise refusals.storage_unavailable(self.fault) from exc
         self.catch_up()
 
     def recover(self) -> bool:
@@ -205,18 +194,13 @@ class Coordination:
             if f["tenant"] == tenant and f["purpose"] == "batch"
         )
         if stored + size > limit:
-            raise RateLimited(
-                f"Your uploaded files would take {stored + size} bytes, over the "
-                f"{limit} byte limit per tenant; delete some files first.",
-                retry_after_s=60.0,
-                param="file",
-            )
+            raise refusals.stored_bytes_limit(stored + size, limit)
 
     def file_record(self, tenant: str, file_id: str) -> dict[str, Any]:
         self.catch_up()
         record = self.model.file(tenant, file_id)
         if record is None:
-            raise NotFound(msg.file_not_found(file_id), param="file_id")
+            raise refusals.file_not_found(file_id)
         return record
 
     def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
@@ -235,10 +219,7 @@ class Coordination:
         users = [b.id for b in self.model.active_batches() if b.input_file_id == file_id]
         if record is not None and users:
             # Its batches still read it (validation, re-reads after a crash, results).
-            raise FileInUse(
-                f"File {file_id} is the input of batch {users[0]}, which has not finished; "
-                "delete it after the batch ends (or cancel the batch first)."
-            )
+            raise refusals.file_in_use(file_id, users[0])
         events = catalog.delete_file(record, file_id, self._now())
         self._append(ev.FILES_STREAM, events, self._version(ev.FILES_STREAM))
         self.files.delete(file_id)  # after the event: a crash leaves bytes, never a dangling id
@@ -283,11 +264,7 @@ class Coordination:
         # An unknown file does not refuse the create: as on OpenAI, the batch is created
         # and fails validation (see _create), so OpenAI's clients handle it.
         if source is not None and source["purpose"] != "batch":
-            raise InvalidRequest(
-                msg.input_file_wrong_purpose(),
-                param="input_file_id",
-                code="invalid_input_file_id",
-            )
+            raise refusals.input_file_wrong_purpose()
         create = decider.CreateBatch(
             batch_id=batch_id or self.ids.batch_id(),
             tenant=tenant,
@@ -316,18 +293,10 @@ class Coordination:
         if limit > 0:
             queued = sum(1 for b in self.waiting(running) if b.tenant == tenant)
             if queued >= limit:
-                raise RateLimited(
-                    f"You have {queued} batches waiting to run, the limit per tenant; "
-                    "retry when some have started.",
-                    retry_after_s=30.0,
-                )
+                raise refusals.queued_batches_limit(queued)
         wait = self.create_rate.take(tenant, self.clock())
         if wait is not None:
-            raise RateLimited(
-                f"Too many batch creates: the limit is {self.config.tenant_creates_per_minute:g}"
-                " per minute per tenant.",
-                retry_after_s=wait,
-            )
+            raise refusals.create_rate_limit(self.config.tenant_creates_per_minute, wait)
 
     def _create(self, create: decider.CreateBatch) -> None:
         events = decider.decide(None, create)
@@ -361,7 +330,7 @@ class Coordination:
         self.catch_up()
         state = self.model.batch(tenant, batch_id)
         if state is None:
-            raise NotFound(msg.batch_not_found(batch_id), param="batch_id")
+            raise refusals.batch_not_found(batch_id)
         return state
 
     def get_batch(
@@ -488,17 +457,13 @@ class Coordination:
 
     def health(self, running: Collection[str]) -> dict[str, Any]:
         if self.fault is not None:
-            return {"status": "faulted", "error": storage_message(self.fault)}
+            return {"status": "faulted", "error": refusals.storage_message(self.fault)}
         return {
             "status": "ok",
             "position": self.model.position,
             "batches": len(self.model.batches),
             "running": sorted(running),
         }
-
-
-def storage_message(fault: str) -> str:
-    return f"The server could not write to its storage ({fault}); nothing was changed. Retry later."
 
 
 def page(data: list[dict[str, Any]], has_more: bool) -> Page:

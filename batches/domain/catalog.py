@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from batches.domain import events as ev
-from batches.domain import messages as msg
+from batches.domain import refusals
 from batches.domain.decider import CreateBatch
-from batches.domain.errors import IdempotencyConflict, NotFound
 from batches.domain.idempotency import IdempotencyIndex, idempotency_digest
 
 FileRecord = Mapping[str, Any]  # a FileUploaded event's data, as the read model holds it
@@ -30,7 +29,7 @@ def upload_file(existing: FileRecord | None, data: ev.FileUploadedData) -> list[
 
 def delete_file(existing: FileRecord | None, file_id: str, at: int) -> list[ev.Event]:
     if existing is None:
-        raise NotFound(msg.file_not_found(file_id), param="file_id")
+        raise refusals.file_not_found(file_id)
     return [(ev.FILE_DELETED, {"file_id": file_id, "at": at})]
 
 
@@ -68,7 +67,7 @@ def existing_batch(
     if claim is None:
         return None
     if claim.digest != create_digest(create):
-        raise IdempotencyConflict(msg.idempotency_key_reused())
+        raise refusals.idempotency_key_reused()
     return claim.batch_id
 
 

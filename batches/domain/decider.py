@@ -14,7 +14,8 @@ from typing import Any, TypeAlias, cast
 
 from batches.domain import events as ev
 from batches.domain import messages as msg
-from batches.domain.errors import InvalidRequest, InvalidTransition, NotFound
+from batches.domain import refusals
+from batches.domain.errors import InvalidTransition
 from batches.domain.wire import (
     COMPLETION_WINDOWS,
     Batch,
@@ -388,18 +389,16 @@ Command: TypeAlias = (
 
 
 def _refuse(verb: str, state: BatchState) -> InvalidTransition:
-    return InvalidTransition(msg.cannot_transition(verb, state.status))
+    return refusals.cannot_transition(verb, state.status)
 
 
 def _create(state: BatchState | None, c: CreateBatch) -> list[ev.Event]:
     if state is not None:
-        raise InvalidTransition(f"Batch {state.id} already exists.", code="batch_exists")
+        raise refusals.batch_exists(state.id)
     window = COMPLETION_WINDOWS.get(c.completion_window)
     if window is None:
-        raise InvalidRequest(
-            msg.invalid_value("completion_window", c.completion_window, list(COMPLETION_WINDOWS)),
-            param="completion_window",
-            code="invalid_value",
+        raise refusals.invalid_create_value(
+            "completion_window", c.completion_window, list(COMPLETION_WINDOWS)
         )
     data: ev.BatchCreatedData = {
         "batch_id": c.batch_id,
@@ -441,9 +440,7 @@ def _record_outcomes(s: BatchState, c: RecordOutcomes) -> list[ev.Event]:
     for outcome in c.outcomes:
         line = outcome.get("line")
         if isinstance(line, bool) or not isinstance(line, int) or not 1 <= line <= s.total:
-            raise InvalidRequest(
-                f"Outcome line {line!r} is outside 1..{s.total} of batch {s.id}.", param="line"
-            )
+            raise refusals.outcome_line_out_of_range(line, s.total, s.id)
         if (seen >> line) & 1:
             continue  # at-least-once delivery: this line already has its outcome
         seen |= 1 << line
@@ -460,7 +457,7 @@ def _start_finalizing(s: BatchState, c: StartFinalizing) -> list[ev.Event]:
         raise _refuse("finalize", s)
     left = unfinished_count(s)
     if left:
-        raise InvalidTransition(f"Cannot finalize batch {s.id}: {left} requests have no outcome.")
+        raise refusals.requests_without_outcome(s.id, left)
     return [(ev.BATCH_FINALIZING, {"at": c.at})]
 
 
@@ -495,9 +492,7 @@ def _expire(s: BatchState, c: Expire) -> list[ev.Event]:
     if s.status not in ("validating", "in_progress"):
         raise _refuse("expire", s)
     if c.at < s.expires_at:
-        raise InvalidTransition(
-            f"Cannot expire batch {s.id} before its expires_at ({s.expires_at})."
-        )
+        raise refusals.not_yet_expired(s.id, s.expires_at)
     data = {
         "at": c.at,
         "output_file_id": c.output_file_id,
@@ -519,7 +514,7 @@ def decide(state: BatchState | None, command: Command) -> list[ev.Event]:
     if isinstance(command, CreateBatch):
         return _create(state, command)
     if state is None:
-        raise NotFound("No such batch.")
+        raise refusals.no_such_batch()
     if isinstance(command, RecordValidation):
         return _record_validation(state, command)
     if isinstance(command, RecordOutcomes):

@@ -48,7 +48,7 @@ class DomainError(Exception):
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message: str = message
-        self.code: str = code or self.default_code
+        self.code: str | None = code or self.default_code
         self.param: str | None = param
 
     @property
@@ -61,6 +61,29 @@ class DomainError(Exception):
         return error_envelope(
             self.message, type=error_type(self.http_status), param=self.param, code=self.code
         )
+
+
+class Refused(DomainError):
+    """A refusal with its own status and code (the gate's, an upload's, a route's): the
+    cases are built in ``batches.domain.refusals``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.http_status = status
+        self.code = code  # OpenAI leaves some codes null (an unknown URL)
+        self._headers = dict(headers or {})
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
 
 class InvalidTransition(DomainError):

@@ -13,8 +13,7 @@ from typing import Any
 
 import orjson
 
-from batches.domain import messages as msg
-from batches.domain.errors import ConflictingIdempotencyKeys, InvalidRequest
+from batches.domain import refusals
 from batches.domain.wire import MAX_IDEMPOTENCY_KEY_CHARS
 
 DEFAULT_RETENTION_S = 7 * 86_400
@@ -57,12 +56,9 @@ def parse_idempotency_header(value: str) -> str:
     elif text and all(_is_bare_char(ch) for ch in text):
         key = text
     else:
-        raise InvalidRequest(msg.invalid_idempotency_header(), param="Idempotency-Key")
+        raise refusals.invalid_idempotency_header()
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidRequest(
-            msg.idempotency_key_length(MAX_IDEMPOTENCY_KEY_CHARS),
-            param="Idempotency-Key",
-        )
+        raise refusals.idempotency_key_length(MAX_IDEMPOTENCY_KEY_CHARS)
     return key
 
 
@@ -74,14 +70,10 @@ def _unquote(inner: str) -> str:
         if ch == "\\":
             nxt = next(chars, "")
             if nxt not in ('"', "\\"):
-                raise InvalidRequest(
-                    msg.invalid_idempotency_header("escape"), param="Idempotency-Key"
-                )
+                raise refusals.invalid_idempotency_header("escape")
             out.append(nxt)
         elif ch == '"' or not " " <= ch <= "~":
-            raise InvalidRequest(
-                msg.invalid_idempotency_header("character"), param="Idempotency-Key"
-            )
+            raise refusals.invalid_idempotency_header("character")
         else:
             out.append(ch)
     return "".join(out)
@@ -98,7 +90,7 @@ def resolve_idempotency_key(
     header_key = parse_idempotency_header(header_value) if header_value is not None else None
     given = {k for k in (body_key, alias_key, header_key) if k is not None}
     if len(given) > 1:
-        raise ConflictingIdempotencyKeys(msg.conflicting_idempotency_keys())
+        raise refusals.conflicting_idempotency_keys()
     return given.pop() if given else None
 
 

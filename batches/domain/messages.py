@@ -1,9 +1,9 @@
-"""Every error message batchlog writes, in one place, worded as OpenAI's recorded ones.
+"""Batch validation errors and parameter wording, as OpenAI's recorded ones.
 
 Where OpenAI's wording is known (reference/openai-batch-api.md, "Recorded OpenAI
 errors", and the recordings quoted by the peers' test suites) it is copied exactly;
 the rest follow the same style ("Invalid type for 'x': expected ..., but got ...").
-See docs/errors.md.
+Every other refusal (status, code, message) is in ``refusals``; docs/errors.md lists both.
 
 A value the user sent is never echoed whole: ``echo`` cuts it, so a 100 KB custom_id
 cannot make every GET of its batch 10 MB (issue 10). ``bound_errors`` caps the list a
@@ -259,59 +259,7 @@ def _cut(value: Any) -> Any:
     return echo(value, 200) if isinstance(value, str) else value
 
 
-# --- HTTP errors (the response envelope) ------------------------------------------------
-
-
-def batch_not_found(batch_id: str) -> str:
-    return f"No batch found with id '{echo(batch_id)}'."
-
-
-def file_not_found(file_id: str) -> str:
-    return f"No such File object: {echo(file_id)}"
-
-
-def input_file_wrong_purpose() -> str:
-    return "The input file must be uploaded with purpose 'batch'."
-
-
-def cannot_transition(verb: str, status: str) -> str:
-    return f"Cannot {verb} a batch with status '{status}'."
-
-
-def request_too_large(limit: int) -> str:
-    return f"Request body is larger than {limit} bytes."
-
-
-def unparseable_json_body() -> str:
-    return "We could not parse the JSON body of your request."
-
-
-def body_not_an_object() -> str:
-    return "The request body must be a JSON object."
-
-
-def idempotency_key_reused() -> str:
-    return "This idempotency key was already used with different parameters."
-
-
-def conflicting_idempotency_keys() -> str:
-    return (
-        "The request names different idempotency keys (idempotency_key, idem_tok, "
-        "Idempotency-Key header); send one key."
-    )
-
-
-def invalid_idempotency_header(problem: str = "") -> str:
-    """``problem``: "escape" or "character" for a bad quoted string, else the whole header."""
-    return f"Invalid {problem + ' in ' if problem else ''}Idempotency-Key header."
-
-
-def idempotency_key_length(limit: int) -> str:
-    return f"Idempotency-Key must be 1 to {limit} characters."
-
-
-def invalid_last_event_id() -> str:
-    return "Invalid 'Last-Event-ID': expected a non-negative integer (an event's id)."
+# --- create parameters and query parameters (HTTP 400; the rest are in refusals) ----------
 
 
 # pydantic's constraint failures, by error type: (code, message(param, value, ctx)).

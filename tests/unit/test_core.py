@@ -298,8 +298,11 @@ def test_a_stale_batch_stream_writer_is_refused(world: World) -> None:
     [a] = make_batches(world, world.core(), 1)
     zombie_wrote = NewEvent(ev.BATCH_VALIDATED, {"model": "m", "total": 1, "at": T0})
     core = world.core(SomeoneWritesFirst(world.log, zombie_wrote))
-    with pytest.raises(ConcurrentUpdate):
+    with pytest.raises(ConcurrentUpdate) as refused:
         core.cancel_queued("t", a)
+    assert refused.value.message == (
+        f"batch-{a} changed while this request was decided (expected version 1, found 2); retry."
+    )
     types = [e.type for e in world.log.read(ev.batch_stream(a))]
     assert types == [ev.BATCH_CREATED, ev.BATCH_VALIDATED]  # the cancel was not merged in
     assert core.get_batch("t", a)["status"] == "in_progress"  # and the core caught up

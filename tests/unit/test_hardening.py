@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from batches.admission import CreateRate, admission_order
 from batches.api.auth import KeyRing
-from batches.api.errors import ApiError
 from batches.domain import decider as d
+from batches.domain.errors import DomainError
 from batches.filestore import LocalFileStore
 from batches.settings import Settings
 from tests.unit.helpers import T0, in_status, outcome
@@ -27,10 +27,12 @@ def test_keys_are_held_as_digests() -> None:
     ring = KeyRing({"k1": "alice", "k2": "bob"})
     assert ring.tenant("Bearer k2") == "bob"
     assert "k1" not in repr(ring.__dict__)
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError) as wrong:
         ring.tenant("Bearer k3")
-    with pytest.raises(ApiError):
+    assert (wrong.value.http_status, wrong.value.code) == (401, "invalid_api_key")
+    with pytest.raises(DomainError) as missing:
         ring.tenant(None)
+    assert (missing.value.http_status, missing.value.code) == (401, "missing_api_key")
 
 
 def test_actor_arguments_carry_no_secrets(tmp_path: Path) -> None:

@@ -104,12 +104,8 @@ def test_echo_cuts_long_values() -> None:
     assert msg.invalid_value("endpoint", "y" * 10_000, ["a"]).count("y") == msg.MAX_ECHO_CHARS
 
 
-def test_http_messages() -> None:
-    assert msg.batch_not_found("batch_x") == "No batch found with id 'batch_x'."
-    assert msg.file_not_found("file-x") == "No such File object: file-x"
-    assert msg.cannot_transition("cancel", "completed") == (
-        "Cannot cancel a batch with status 'completed'."
-    )
+def test_unknown_input_file_is_openais_error() -> None:
+    """OpenAI's recorded error, with "organization <org>" as "this tenant"."""
     assert msg.input_file_not_found("file-x") == {
         "code": "invalid_request",
         "line": None,
@@ -157,17 +153,3 @@ def test_a_failed_batch_from_an_old_log_replays_bounded() -> None:
     fresh = decider.fold(created)
     events = decider.decide(fresh, decider.RecordValidation(at=101, errors=old))
     assert sum(len(e["message"]) for e in events[0][1]["errors"]) <= msg.MAX_ERRORS_CHARS
-
-
-def test_create_and_stream_messages_are_here() -> None:
-    assert msg.idempotency_key_reused() == (
-        "This idempotency key was already used with different parameters."
-    )
-    assert msg.invalid_idempotency_header() == "Invalid Idempotency-Key header."
-    assert msg.invalid_idempotency_header("escape") == "Invalid escape in Idempotency-Key header."
-    assert msg.idempotency_key_length(255) == "Idempotency-Key must be 1 to 255 characters."
-    assert "send one key" in msg.conflicting_idempotency_keys()
-    assert msg.request_too_large(10) == "Request body is larger than 10 bytes."
-    assert msg.unparseable_json_body() == "We could not parse the JSON body of your request."
-    assert msg.body_not_an_object() == "The request body must be a JSON object."
-    assert "Last-Event-ID" in msg.invalid_last_event_id()

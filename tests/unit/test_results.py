@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from batches.api.errors import ApiError
 from batches.api.live import resume_point
 from batches.domain import events as ev
+from batches.domain.errors import DomainError
 from batches.domain.outputs import encode_line, output_line
 from batches.results import LineIndex, indexed_page, recorded_lines, results_page
 from eventlog import EventStore, NewEvent
@@ -103,9 +103,9 @@ def test_resume_point() -> None:
     assert resume_point(7, "12") == 12  # a reconnect's Last-Event-ID wins
     assert resume_point(None, " ") == 0
     for bad in ("x", "-1", "1.5"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             resume_point(None, bad)
-        assert err.value.status == 400 and err.value.param == "Last-Event-ID"
+        assert err.value.http_status == 400 and err.value.param == "Last-Event-ID"
 
 
 def test_line_index_jumps_give_the_same_lines(tmp_path: Path) -> None:
