@@ -29,7 +29,7 @@ from batches.domain import decider
 from batches.domain import messages as msg
 from batches.domain.errors import DomainError
 from batches.domain.events import batch_stream
-from batches.domain.executor import WorkItem, make_outcome
+from batches.domain.executor import Outcome, WorkItem, make_outcome
 from batches.domain.outputs import encode_line, unfinished_line
 from batches.domain.progress import Step, next_step
 from batches.domain.validation import ValidationLimits, iter_requests, validate_input
@@ -49,6 +49,10 @@ def result_file_id(batch_id: str, kind: str) -> str:
 
 
 class BatchActor:
+    # Group commit of outcomes: each append takes every outcome that arrived since the
+    # previous one, and appends start at most this often (one fdatasync per group).
+    COMMIT_GAP_S = 0.01
+
     def __init__(self, batch_id: str, settings: dict[str, Any]) -> None:
         self.settings = Settings.model_validate(settings)
         self.batch_id = batch_id
@@ -61,6 +65,10 @@ class BatchActor:
         self._snapshot_version = self.state.version
         self._stop = asyncio.Event()
         self._task: asyncio.Task[dict[str, Any]] | None = None
+        # one append at a time: each carries the version we hold
+        self._commit_lock = asyncio.Lock()
+        self._arrived: list[Outcome] = []  # back from the executor, not yet in the log
+        self._recorder: asyncio.Task[None] | None = None
 
     # -- the log -------------------------------------------------------------------
 
@@ -104,10 +112,11 @@ class BatchActor:
         return await asyncio.shield(self._task)
 
     async def cancel(self) -> dict[str, Any]:
-        try:
-            self._commit(decider.decide(self.state, decider.Cancel(at=int(time.time()))))
-        except DomainError as err:
-            return error_result(err)
+        async with self._commit_lock:  # not beside an append of outcomes
+            try:
+                self._commit(decider.decide(self.state, decider.Cancel(at=int(time.time()))))
+            except DomainError as err:
+                return error_result(err)
         self._stop.set()
         return {"status": self.state.status}
 
@@ -207,32 +216,66 @@ class BatchActor:
                 )
                 for task in done - {stop}:
                     in_flight.discard(task)
-                    task.result()  # a bug in recording must not pass silently
+                    task.result()
+                if self._recorder is not None and self._recorder.done():
+                    self._recorder.result()  # a bug in recording must not pass silently
                 if stop.done() or time.time() >= self.state.expires_at:
                     return  # unfinished lines are reported by cancel/expiry
         finally:
             stop.cancel()
             for task in in_flight:
                 task.cancel()
+            await self._flush()  # what came back is recorded before cancel/expiry/finalize
 
     async def _run_chunk(self, endpoint: str, model: str, chunk: list[WorkItem]) -> None:
+        """Hand outcomes to the recorder as they come back, not when the chunk is done."""
+        left = {item["line"]: item for item in chunk}
         try:
-            outcomes = await self.dispatcher.run_chunk(endpoint, model, chunk, self.batch_id)
+            stream = self.dispatcher.stream_chunk(endpoint, model, chunk, self.batch_id)
+            async for group in stream:
+                for outcome in group:
+                    left.pop(outcome["line"], None)
+                self._record(group)
         except Exception as exc:  # the executor itself failed: the lines fail, the batch goes on
             log.exception("chunk failed in the executor")
             now = time.time()
-            outcomes = [
-                make_outcome(
-                    item,
-                    started_at=now,
-                    finished_at=now,
-                    error={"code": "executor_error", "message": str(exc)[:500]},
-                    request_id=self._request_id(item["line"]),
-                )
-                for item in chunk
-            ]
-        if self.state.status in ("in_progress", "cancelling"):
-            self._commit(decider.decide(self.state, decider.RecordOutcomes(tuple(outcomes))))
+            self._record(
+                [
+                    make_outcome(
+                        item,
+                        started_at=now,
+                        finished_at=now,
+                        error={"code": "executor_error", "message": str(exc)[:500]},
+                        request_id=self._request_id(item["line"]),
+                    )
+                    for item in left.values()
+                ]
+            )
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        self._arrived.extend(outcomes)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(self._record_arrived())
+
+    async def _record_arrived(self) -> None:
+        """Group commit across every request in flight: append whatever has arrived, in a
+        thread (the loop goes on receiving meanwhile), until nothing is left."""
+        while self._arrived:
+            started = time.monotonic()
+            group, self._arrived = self._arrived, []
+            async with self._commit_lock:
+                if self.state.status in ("in_progress", "cancelling"):
+                    events = decider.decide(self.state, decider.RecordOutcomes(tuple(group)))
+                    await asyncio.to_thread(self._commit, events)
+            await asyncio.sleep(max(0.0, self.COMMIT_GAP_S - (time.monotonic() - started)))
+
+    async def _flush(self) -> None:
+        """Wait until every outcome that arrived is in the log (or the recorder failed)."""
+        while self._recorder is not None:
+            recorder = self._recorder
+            await asyncio.shield(recorder)
+            if recorder is self._recorder and not self._arrived:
+                return
 
     def _request_id(self, line: int) -> str:
         """For lines that never reached an executor: stable across re-runs."""

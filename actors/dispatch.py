@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from actors import names
@@ -24,7 +26,8 @@ class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._local: Any = None
-        self._upstream: Any = None
+        self._upstreams: list[Any] | None = None
+        self._turn = 0  # round robin over the executors, per chunk
         self._owners: dict[str, str] = {}
         self._cached: tuple[float, dict[str, str]] = (0.0, {})
 
@@ -33,35 +36,55 @@ class Dispatcher:
             self._local = local_pool(self.settings)
         return self._local
 
-    def _upstream_actor(self) -> Any:
-        if self._upstream is None and (self.settings.upstream or self.settings.model_map):
-            from actors.upstream import UpstreamExecutorActor
+    def _upstream_actors(self) -> list[Any]:
+        """The upstream executors (empty without upstreams), found by name or created."""
+        if self._upstreams is None:
+            self._upstreams = []
+            if self.settings.upstream or self.settings.model_map:
+                n = executor_count(self.settings)
+                self._upstreams = [self._executor(i, n) for i in range(n)]
+        return self._upstreams
 
-            upstreams = []
-            if self.settings.upstream:
-                upstreams.append(self._upstream_config("default", self.settings.upstream))
-            for url in sorted(set(self.settings.model_map.values())):
-                upstreams.append(self._upstream_config(url, url))
-            self._upstream = UpstreamExecutorActor.options(  # type: ignore[attr-defined]
-                name=names.UPSTREAM,
-                namespace=self.settings.namespace,
-                get_if_exists=True,
-                # Whoever creates it first must not take it down when it dies (a
-                # coordinator crash would fail every request in flight).
-                lifetime="detached",
-                num_cpus=0,
-                max_concurrency=1000,
-            ).remote(
-                upstreams,
-                dict(self.settings.model_map),
-                {
-                    "max_attempts": self.settings.retry_max_attempts,
-                    "base_delay": self.settings.retry_base_delay_s,
-                    "max_delay": self.settings.retry_max_delay_s,
-                },
-                secrets_file=str(self.settings.secrets_file),
-            )
-        return self._upstream
+    def _upstream_actor(self) -> Any:
+        actors = self._upstream_actors()
+        return actors[0] if actors else None
+
+    def _next_upstream(self) -> Any:
+        actors = self._upstream_actors()
+        if not actors:
+            return None
+        self._turn = (self._turn + 1) % len(actors)
+        return actors[self._turn]
+
+    def _executor(self, index: int, count: int) -> Any:
+        from actors.upstream import UpstreamExecutorActor
+
+        upstreams = []
+        if self.settings.upstream:
+            upstreams.append(self._upstream_config("default", self.settings.upstream))
+        for url in sorted(set(self.settings.model_map.values())):
+            upstreams.append(self._upstream_config(url, url))
+        for u in upstreams:  # each executor its share: the limit stays global
+            u["max_concurrency"] = share(u["max_concurrency"], index, count)
+        return UpstreamExecutorActor.options(  # type: ignore[attr-defined]
+            name=names.UPSTREAM if index == 0 else f"{names.UPSTREAM}-{index}",
+            namespace=self.settings.namespace,
+            get_if_exists=True,
+            # Whoever creates it first must not take it down when it dies (a
+            # coordinator crash would fail every request in flight).
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=1000,
+        ).remote(
+            upstreams,
+            dict(self.settings.model_map),
+            {
+                "max_attempts": self.settings.retry_max_attempts,
+                "base_delay": self.settings.retry_base_delay_s,
+                "max_delay": self.settings.retry_max_delay_s,
+            },
+            secrets_file=str(self.settings.secrets_file),
+        )
 
     def _upstream_config(self, name: str, url: str) -> dict[str, Any]:
         return {
@@ -110,6 +133,16 @@ class Dispatcher:
     async def run_chunk(
         self, endpoint: str, model: str, items: list[WorkItem], batch_id: str
     ) -> list[Outcome]:
+        """One outcome per item, in the items' order."""
+        got = [o async for group in self.stream_chunk(endpoint, model, items, batch_id)
+               for o in group]  # fmt: skip
+        where = {item["line"]: i for i, item in enumerate(items)}
+        return sorted(got, key=lambda o: where.get(o["line"], 0))
+
+    async def stream_chunk(
+        self, endpoint: str, model: str, items: list[WorkItem], batch_id: str
+    ) -> AsyncIterator[list[Outcome]]:
+        """One outcome per item, in groups as they come back (not in the items' order)."""
         if not self._owners:
             await self.models()
         if self._owners.get(model) == LOCAL:
@@ -117,15 +150,33 @@ class Dispatcher:
             # decodes its piece together with whatever else it has in flight).
             pool = self._local_pool()
             pieces = split(items, self._local_replicas(model))
-            results = await asyncio.gather(
-                *(pool.run_chunk(endpoint, model, piece, batch_id) for piece in pieces)
-            )
-            return [outcome for result in results for outcome in result]
-        upstream = self._upstream_actor()
+            for piece in asyncio.as_completed(
+                [pool.run_chunk(endpoint, model, piece, batch_id) for piece in pieces]
+            ):
+                yield await piece
+            return
+        upstream = self._next_upstream()
         if upstream is None:
             raise RuntimeError(f"no executor serves model {model!r}")
-        result: list[Outcome] = await upstream.run_chunk.remote(endpoint, model, items, batch_id)
-        return result
+        # A Ray streaming generator: each group is an object as soon as it is yielded.
+        refs = upstream.stream_chunk.options(num_returns="streaming").remote(
+            endpoint, model, items, batch_id
+        )
+        async for ref in refs:
+            group: list[Outcome] = await ref
+            yield group
+
+
+def executor_count(settings: Settings) -> int:
+    """How many upstream executors: the setting, or one per two cores (1..4); never more
+    than the smallest concurrency limit, so every executor has at least one slot."""
+    n = settings.upstream_executors or max(1, min(4, (os.cpu_count() or 1) // 2))
+    return max(1, min(n, settings.upstream_max_concurrency))
+
+
+def share(limit: int, index: int, count: int) -> int:
+    """Executor ``index``'s part of ``limit`` split over ``count``: the parts sum to it."""
+    return max(1, limit // count + (1 if index < limit % count else 0))
 
 
 def local_pool(settings: Settings) -> Any:

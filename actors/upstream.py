@@ -196,19 +196,22 @@ class HttpUpstream:
         return list(await asyncio.gather(*(self._run_one(url, it, batch_id) for it in items)))
 
     async def stream_chunk(
-        self, endpoint: str, items: list[WorkItem], batch_id: str
+        self, endpoint: str, items: list[WorkItem], batch_id: str, group_s: float = 0.0
     ) -> AsyncIterator[list[Outcome]]:
-        """The same Outcomes as ``run_chunk``, in groups as they are ready: whatever has
-        come back since the last group (not in the items' order)."""
+        """The same Outcomes as ``run_chunk``, in groups as they are ready (not in the
+        items' order): each group is what came back in the ``group_s`` after the first of
+        it, so a caller that pays per group (a Ray object) is not paid per request."""
         url = self.url_for(endpoint)
-        tasks = [asyncio.ensure_future(self._run_one(url, it, batch_id)) for it in items]
+        pending = {asyncio.ensure_future(self._run_one(url, it, batch_id)) for it in items}
         try:
-            pending = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if pending and group_s > 0:
+                    more, pending = await asyncio.wait(pending, timeout=group_s)
+                    done |= more
                 yield [t.result() for t in done]
         finally:
-            for t in tasks:
+            for t in pending:
                 t.cancel()
 
     async def _run_one(self, url: str, item: WorkItem, batch_id: str) -> Outcome:
@@ -386,18 +389,33 @@ class UpstreamRouter:
                 return self.upstreams[name]
         return self.upstreams[self.default] if self.default is not None else None
 
-    async def run_chunk(
-        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
-    ) -> list[Outcome]:
+    async def _resolve_or_refresh(self, model: str | None) -> HttpUpstream | None:
         upstream = self.resolve(model)
         if upstream is None:
             async with self._refresh_lock:
                 if time.monotonic() - self._refreshed_at >= self.REFRESH_MIN_INTERVAL_S:
                     await self.list_models()
             upstream = self.resolve(model)
+        return upstream
+
+    async def run_chunk(
+        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
+    ) -> list[Outcome]:
+        upstream = await self._resolve_or_refresh(model)
         if upstream is None:
             return _model_not_found(model, items)
         return await upstream.run_chunk(endpoint, items, batch_id)
+
+    async def stream_chunk(
+        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str, group_s: float
+    ) -> AsyncIterator[list[Outcome]]:
+        """``run_chunk``'s outcomes in groups as they come back (``HttpUpstream.stream_chunk``)."""
+        upstream = await self._resolve_or_refresh(model)
+        if upstream is None:
+            yield _model_not_found(model, items)
+            return
+        async for group in upstream.stream_chunk(endpoint, items, batch_id, group_s):
+            yield group
 
     async def aclose(self) -> None:
         await asyncio.gather(*(u.aclose() for u in self.upstreams.values()))
@@ -422,6 +440,10 @@ class UpstreamExecutor:
     the upstream for models nobody claims (if not given: the only upstream, else the one
     named ``"default"``, else none, and unclaimed models get 404 ``model_not_found``).
     """
+
+    # A streamed group waits this long after its first outcome for others: one Ray object
+    # per ~group instead of per request, for a few ms of latency to the log.
+    STREAM_GROUP_S = 0.005
 
     def __init__(
         self,
@@ -457,6 +479,17 @@ class UpstreamExecutor:
         self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
     ) -> list[Outcome]:
         return await self.router.run_chunk(endpoint, model, items, batch_id)
+
+    async def stream_chunk(
+        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
+    ) -> AsyncIterator[list[Outcome]]:
+        """``run_chunk`` as a Ray streaming generator: each yield is a group of outcomes
+        that came back within ``STREAM_GROUP_S`` of each other, so the batch actor can
+        record them as they arrive instead of when the chunk's slowest request is back."""
+        async for group in self.router.stream_chunk(
+            endpoint, model, items, batch_id, self.STREAM_GROUP_S
+        ):
+            yield group
 
     async def stats(self) -> list[dict[str, Any]]:
         return [u.stats() for u in self.router.upstreams.values()]

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = None
     upstream_timeout_s: float = 120.0
     upstream_max_concurrency: int = 64
+    # Upstream executor processes; 0: one per two cores of this node, at most 4. Each
+    # gets a share of every upstream's max_concurrency, so the limit stays global.
+    upstream_executors: int = Field(default=0, ge=0)
     upstream_max_response_bytes: int = 32 * 2**20  # a larger answer fails its request
     # model -> upstream base URL, for models served by other upstreams than the default.
     model_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)

@@ -353,3 +353,18 @@ def test_an_oversize_upstream_answer_fails_its_request_once(fake_upstream: FakeU
     (outcome,) = asyncio.run(main())
     assert outcome["error"]["code"] == "upstream_response_too_large", outcome
     assert outcome["attempts"] == 1 and outcome["status_code"] is None
+
+
+def test_stream_chunk_gives_outcomes_as_they_come_back(fake_upstream: FakeUpstream) -> None:
+    """A request that is answered at once is not held back by a slow one of its chunk."""
+    fake_upstream.configure(latency_ms=300)
+    chunk = items(3)
+    del chunk[1]["body"]  # cannot be sent: its outcome is ready before any answer
+
+    async def go(up: HttpUpstream) -> list[list[str]]:
+        stream = up.stream_chunk("/v1/chat/completions", chunk, BATCH)  # type: ignore[arg-type]
+        return [[o["custom_id"] for o in group] async for group in stream]
+
+    groups = with_upstream(fake_upstream.url, go)
+    assert groups[0] == ["req-1"]
+    assert sorted(x for g in groups[1:] for x in g) == ["req-0", "req-2"]
