@@ -23,7 +23,7 @@ import ray
 
 from actors import names
 from actors.dispatch import Dispatcher
-from actors.results import error_result, is_error
+from actors.results import ERROR_KEY, error_result, is_error, raise_if_error
 from batches.backends import ACTOR_RETRY_S, open_event_log, open_file_store
 from batches.domain import decider
 from batches.domain import messages as msg
@@ -159,15 +159,25 @@ class BatchActor:
         self.dispatcher.use_routes(owners)
         return owners
 
+    async def _input_readable(self) -> bool:
+        """The tenant's catalog has the input file (another tenant's file has bytes too:
+        its id alone must not let this batch read it) and its bytes are there."""
+        coordinator = ray.get_actor(names.COORDINATOR, namespace=self.settings.namespace)
+        found = await coordinator.get_file.remote(self.state.tenant, self.state.input_file_id)
+        if is_error(found) and found[ERROR_KEY]["status"] == 404:
+            return False
+        raise_if_error(found)  # the catalog could not answer (a 503): retried, not decided
+        return self.files.exists(self.state.input_file_id)
+
     async def _validate(self) -> None:
         owners = await self._routes()
         limits = ValidationLimits(
             max_requests=self.settings.max_requests_per_batch,
             max_bytes=self.settings.max_file_bytes,
         )
-        if not self.files.exists(self.state.input_file_id):
-            gone = msg.input_file_gone(self.state.input_file_id)
-            command = decider.RecordValidation(at=int(time.time()), errors=(gone,))
+        if not await self._input_readable():
+            missing = msg.input_file_not_found(self.state.input_file_id)
+            command = decider.RecordValidation(at=int(time.time()), errors=(missing,))
         else:
             report = await asyncio.to_thread(
                 validate_input,

@@ -26,7 +26,6 @@ from batches.admission import CreateRate, admission_order
 from batches.core.ports import Clock, Ids, Page, RandomIds
 from batches.domain import catalog, decider, refusals
 from batches.domain import events as ev
-from batches.domain import messages as msg
 from batches.filestore import FileStore
 from batches.readmodel import ReadModel
 from batches.results import Kind, LineIndex, indexed_page
@@ -262,7 +261,8 @@ class Coordination:
             return {"batch": self._wire(made_before, running), "created": False}
         source = self.model.file(tenant, params["input_file_id"])
         # An unknown file does not refuse the create: as on OpenAI, the batch is created
-        # and fails validation (see _create), so OpenAI's clients handle it.
+        # (`validating`) and its validation finds the file missing and fails it
+        # (actors/batch_actor.py), so OpenAI's clients handle it.
         if source is not None and source["purpose"] != "batch":
             raise refusals.input_file_wrong_purpose()
         create = decider.CreateBatch(
@@ -304,11 +304,6 @@ class Coordination:
             # A test setting shortens the window; the event records the real deadline.
             for _, data in events:
                 data["expires_at"] = create.at + self.config.completion_window_s
-        if self.model.file(create.tenant, create.input_file_id) is None:
-            # Created, then failed at validation in the same append: no actor needed.
-            missing = msg.input_file_not_found(create.input_file_id)
-            failed = decider.RecordValidation(at=create.at, errors=(missing,))
-            events += decider.decide(decider.fold(events), failed)
         self._append(ev.batch_stream(create.batch_id), events, 0)
 
     def repair(self) -> list[str]:

@@ -118,11 +118,6 @@ def input_file_not_found(file_id: str) -> Error:
     )
 
 
-def input_file_gone(file_id: str) -> Error:
-    """The file existed at create but was deleted before validation read it."""
-    return input_file_not_found(file_id)
-
-
 def invalid_json_line(n: int) -> Error:
     return error("invalid_json_line", "This line is not parseable as valid JSON.", n)
 

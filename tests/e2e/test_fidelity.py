@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"
 
 
-def test_unknown_input_file_creates_a_failed_batch_idempotently(service: Service) -> None:
+def test_unknown_input_file_creates_a_batch_that_fails_validation(service: Service) -> None:
+    """As OpenAI: the create succeeds (`validating`); polling sees it fail validation."""
     client = service.client(max_retries=0)
     first = client.batches.create(
         input_file_id="file-nonexistent-xyz",
@@ -22,6 +23,7 @@ def test_unknown_input_file_creates_a_failed_batch_idempotently(service: Service
         completion_window="24h",
         extra_body={"idempotency_key": "unknown-file"},
     )
+    assert (first.status, first.errors, first.failed_at) == ("validating", None, None)
     failed = wait_for(client, first.id, {"failed"})
     assert failed.failed_at is not None and failed.errors is not None
     assert [e.model_dump() for e in failed.errors.data] == [
@@ -40,6 +42,9 @@ def test_unknown_input_file_creates_a_failed_batch_idempotently(service: Service
         extra_body={"idempotency_key": "unknown-file"},
     )
     assert again.id == first.id and again.status == "failed"
+    # The log says what happened: created, then (by validation) failed.
+    events = httpx.get(f"{service.url}/batches/{first.id}/events").json()["data"]
+    assert [e["type"] for e in events][:2] == ["BatchCreated", "BatchValidationFailed"]
     with pytest.raises(openai.ConflictError):  # same key, other parameters
         client.batches.create(
             input_file_id="file-other",

@@ -114,12 +114,15 @@ def test_create_needs_a_batch_file_of_the_tenant(world: World) -> None:
         create(core, other)
     assert info.value.code == "invalid_input_file_id"
     assert world.log.streams(ev.BATCH_STREAM_PREFIX) == []
-    # An unknown file (here: another tenant's) makes a batch that failed validation, as
-    # on OpenAI, in one append: no actor is ever needed for it.
+    # An unknown file (here: another tenant's) makes a batch, as on OpenAI: it is
+    # `validating`, the log holds its creation only, and it is admitted like any other
+    # (its actor's validation finds the file missing and fails it).
     theirs = world.upload(core, tenant="t2")
     batch = create(core, theirs)["batch"]
-    assert batch["status"] == "failed" and batch["errors"]["data"][0]["param"] == "file_id"
-    assert core.admissions(running=()) == []
+    assert (batch["status"], batch["errors"]) == ("validating", None)
+    stream = ev.batch_stream(batch["id"])
+    assert [e.type for e in world.log.read(stream)] == [ev.BATCH_CREATED]
+    assert core.admissions(running=()) == [batch["id"]]
 
 
 # -- idempotency ---------------------------------------------------------------------
