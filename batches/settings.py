@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     namespace: str = "batchlog"
     ray_num_cpus: int | None = None
+    # A local Ray's workers' log lines also in serve's output (Ray's log monitor, one more
+    # ~80 MiB process); off: they stay in Ray's session logs (batchlog/localray.py).
+    ray_worker_logs: bool = False
 
     # Upstreams. With no upstream the embedded local models serve the batches.
     upstream: str | None = None

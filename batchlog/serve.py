@@ -25,6 +25,7 @@ from batches.api import create_app
 from batches.api.app import ModelStatus
 from batches.api.gate import is_loopback
 from batches.settings import Settings
+from batchlog import localray
 from batchlog.client import RAY_ADDRESS_FILE
 
 log = logging.getLogger("batchlog.serve")
@@ -39,14 +40,17 @@ def init_ray(settings: Settings) -> None:
         # turned it on before ray was imported; check that it took.
         if os.environ.get(rayauth.AUTH_MODE) != "token":
             raise rayauth.RayAuthRefused("a local Ray needs RAY_AUTH_MODE=token")
-        ray.init(
-            address="local",
-            namespace=settings.namespace,
-            include_dashboard=False,
-            num_cpus=settings.ray_num_cpus,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+        # Only the Ray processes batchlog uses (docs/architecture.md, "Ray processes").
+        localray.quiet_environment()
+        with localray.without_side_processes(settings.ray_worker_logs):
+            ray.init(
+                address="local",
+                namespace=settings.namespace,
+                include_dashboard=False,
+                num_cpus=settings.ray_num_cpus,
+                logging_level=logging.WARNING,
+                log_to_driver=settings.ray_worker_logs,
+            )
     else:
         ray.init(address=settings.ray_address, namespace=settings.namespace)
 

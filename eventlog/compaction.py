@@ -13,13 +13,13 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from .errors import CorruptLog
-from .query import PARQUET_DIR, _sql_str, connect, parquet_path
-from .segments import fsync_dir, list_segments
-from .tables import EVENT_COLUMNS, EXPAND_SQL, read_segment_frames
+from .segments import PARQUET_DIR, fsync_dir, list_segments, parquet_path
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger("eventlog")
 
@@ -44,6 +44,10 @@ def compact(path: str | Path) -> list[Path]:
         todo = [(f, p) for f, p in sealed if not parquet_path(root, p).exists()]
         if not todo:
             return written
+        # DuckDB and pyarrow (~50 MiB) only once a segment is sealed: the coordinator
+        # runs this every minute and should not carry them for nothing.
+        from .query import connect
+
         con = connect()
         try:
             for first, seg_path in todo:
@@ -60,6 +64,9 @@ def compact(path: str | Path) -> list[Path]:
 
 
 def _compact_one(con: duckdb.DuckDBPyConnection, seg_path: Path, first: int, final: Path) -> None:
+    from .query import _sql_str
+    from .tables import EVENT_COLUMNS, EXPAND_SQL, read_segment_frames
+
     got = read_segment_frames(seg_path, first)
     if got.problem is not None:
         raise CorruptLog(str(seg_path), got.stop, f"{got.problem} in a sealed segment")

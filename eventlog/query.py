@@ -28,11 +28,9 @@ import duckdb
 import pyarrow as pa
 
 from .errors import CorruptLog
-from .segments import list_segments
+from .segments import PARQUET_DIR, PARQUET_SUFFIX, list_segments, parquet_path
 from .tables import EVENT_COLUMNS, EXPAND_SQL, read_segment_frames
 
-PARQUET_DIR = "parquet"
-PARQUET_SUFFIX = ".parquet"
 
 _LIVE_DDL = """
 CREATE TABLE _live (
@@ -48,11 +46,6 @@ def connect() -> duckdb.DuckDBPyConnection:
         ":memory:",
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
-
-
-def parquet_path(root: Path, segment: Path) -> Path:
-    """``parquet/<first_position:020d>.parquet`` for ``segments/<first_position:020d>.seg``."""
-    return root / PARQUET_DIR / (segment.stem + PARQUET_SUFFIX)
 
 
 def _sql_str(s: str) -> str:

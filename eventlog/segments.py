@@ -63,3 +63,13 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         n = os.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
+
+
+# Compaction's Parquet copies (eventlog/compaction.py), beside the segments.
+PARQUET_DIR = "parquet"
+PARQUET_SUFFIX = ".parquet"
+
+
+def parquet_path(root: Path, segment: Path) -> Path:
+    """``parquet/<first_position:020d>.parquet`` for ``segments/<first_position:020d>.seg``."""
+    return root / PARQUET_DIR / (segment.stem + PARQUET_SUFFIX)
