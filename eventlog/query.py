@@ -31,7 +31,6 @@ from .errors import CorruptLog
 from .segments import PARQUET_DIR, PARQUET_SUFFIX, list_segments, parquet_path
 from .tables import EVENT_COLUMNS, EXPAND_SQL, read_segment_frames
 
-
 _LIVE_DDL = """
 CREATE TABLE _live (
     seg BIGINT, stream_id VARCHAR, version BIGINT, type VARCHAR,
