@@ -19,9 +19,12 @@ import pytest
 from batches.api import create_app
 from batches.core import Coordination
 from batches.core.inprocess import InProcessBatchService
+from batches.domain import decider
+from batches.domain import events as ev
+from batches.domain.ids import DEFAULT_TENANT
 from batches.filestore import LocalFileStore
 from batches.settings import Settings
-from eventlog import EventStore
+from eventlog import EventStore, NewEvent
 
 LINE = {
     "custom_id": "a",
@@ -172,4 +175,67 @@ async def test_a_failed_embedded_model_is_reported_by_health_and_models(tmp_path
         assert models["smollm2-135m-instruct"]["status"] == "failed"
         assert models["smollm2-135m-instruct"]["status_reason"] == reason
         assert models["all-minilm-l6-v2"]["status"] == "ready"
+    log.close()
+
+
+async def test_cancel_after_the_end_is_openais_409(tmp_path: Path) -> None:
+    """shared/reference/openai-batch-api.md: cancelling a completed, failed or expired
+    batch is a 409 "Cannot cancel a batch with status '<s>'." (not retried by the SDK);
+    one already cancelling or cancelled comes back unchanged."""
+    config = Settings(data_dir=tmp_path / "data")
+    log = EventStore.open(config.log_dir, fsync=False)
+    files = LocalFileStore(config.data_dir)
+    now = [1_700_000_000.0]
+    core = Coordination(log, files, clock=lambda: now[0])
+    app = create_app(config, InProcessBatchService(core), files)
+
+    def drive(batch_id: str, *commands: decider.Command) -> None:
+        """Write what the batch's actor would (none runs in-process)."""
+        for command in commands:
+            state = core.batch_state(DEFAULT_TENANT, batch_id)
+            events = decider.decide(state, command)
+            log.append(
+                ev.batch_stream(batch_id), [NewEvent(t, d) for t, d in events], state.version
+            )
+
+    at = int(now[0])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+        f = await upload(api)
+        body = {"input_file_id": f["id"], "endpoint": "/v1/chat/completions"}
+        made = []
+        for _ in range(5):
+            r = await api.post("/v1/batches", json={**body, "completion_window": "24h"})
+            made.append(r.json()["id"])
+        completed, failed, expired, cancelling, cancelled = made
+        drive(
+            completed,
+            decider.RecordValidation(at=at, model="m", total=1),
+            decider.RecordOutcomes([{"line": 1, "custom_id": "a", "status_code": 200, "body": {}}]),
+            decider.StartFinalizing(at=at),
+            decider.Complete(at=at, output_file_id=None, error_file_id=None),
+        )
+        core.give_up(failed, "its actor kept crashing")
+        assert (await api.post(f"/v1/batches/{cancelling}/cancel")).json()["status"] == "cancelling"
+        assert (await api.post(f"/v1/batches/{cancelled}/cancel")).status_code == 200
+        drive(cancelled, decider.FinishCancel(at=at, output_file_id=None, error_file_id=None))
+        now[0] += 86_400  # past the window: the waiting batch expires
+        assert core.expire_queued(running=[completed, failed, cancelling, cancelled]) == [expired]
+
+        for batch_id, status in (
+            (completed, "completed"),
+            (failed, "failed"),
+            (expired, "expired"),
+        ):
+            assert (await api.get(f"/v1/batches/{batch_id}")).json()["status"] == status
+            r = await api.post(f"/v1/batches/{batch_id}/cancel")
+            error = assert_envelope(r, 409, "invalid_batch_status")
+            assert error["message"] == f"Cannot cancel a batch with status '{status}'."
+            assert r.headers["x-should-retry"] == "false"  # the SDK would retry a 409
+        for batch_id, status in ((cancelling, "cancelling"), (cancelled, "cancelled")):
+            before = (await api.get(f"/v1/batches/{batch_id}/events")).json()["data"]
+            again = await api.post(f"/v1/batches/{batch_id}/cancel")
+            assert (again.status_code, again.json()["status"]) == (200, status)
+            after = (await api.get(f"/v1/batches/{batch_id}/events")).json()["data"]
+            assert after == before  # unchanged: nothing recorded
     log.close()
