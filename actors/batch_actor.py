@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from actors import names
+from actors.dbpassword import actor_settings
 from actors.dispatch import Dispatcher
 from actors.results import ERROR_KEY, error_result, is_error, raise_if_error
 from batches.backends import ACTOR_RETRY_S, open_event_log, open_file_store
@@ -54,7 +55,7 @@ class BatchActor:
     COMMIT_GAP_S = 0.01
 
     def __init__(self, batch_id: str, settings: dict[str, Any]) -> None:
-        self.settings = Settings.model_validate(settings)
+        self.settings = actor_settings(settings)
         self.batch_id = batch_id
         self.stream = batch_stream(batch_id)
         # with PostgreSQL, appends pause (reconnecting) while the database is away

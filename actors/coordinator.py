@@ -22,6 +22,7 @@ import ray
 
 from actors import names
 from actors.batch_actor import BatchActorRemote, batch_actor_options, let_go_of_finished
+from actors.dbpassword import actor_settings
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
 from batches.core.restarts import RestartBudget
@@ -29,7 +30,7 @@ from batches.core.storage import Checkpoints, Upkeep, open_core
 from batches.core.supervision import Supervision
 from batches.domain import refusals
 from batches.domain.errors import DomainError
-from batches.settings import Settings
+from batches.settings import Settings, split_password
 from eventlog import StoreUnavailable
 
 log = logging.getLogger("batchlog.coordinator")
@@ -70,7 +71,7 @@ def use_case(name: str, running: bool = False) -> Callable[..., Awaitable[Any]]:
 
 class Coordinator:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = Settings.model_validate(settings)
+        self.settings = actor_settings(settings)
         self.checkpoints = Checkpoints(self.settings)
         self.core = open_core(self.settings, self.checkpoints)
         budget = RestartBudget(
@@ -184,8 +185,10 @@ class Coordinator:
         return str(self.settings.data_dir.resolve())
 
     def database_url(self) -> str | None:
-        """Where drivers find the file contents when they are in PostgreSQL."""
-        return self.settings.database_url
+        """Where drivers find the file contents when they are in PostgreSQL (without
+        the password: a driver takes it from Ray's KV store, actors/dbpassword.py)."""
+        url = self.settings.database_url
+        return None if url is None else split_password(url)[0]
 
 
 CoordinatorRemote = ray.remote(Coordinator)

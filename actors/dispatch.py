@@ -74,6 +74,7 @@ class Dispatcher:
             # coordinator crash would fail every request in flight).
             lifetime="detached",
             num_cpus=0,
+            resources=self.settings.executor_resources or None,
             max_concurrency=1000,
         ).remote(
             upstreams,
@@ -83,14 +84,15 @@ class Dispatcher:
                 "base_delay": self.settings.retry_base_delay_s,
                 "max_delay": self.settings.retry_max_delay_s,
             },
-            secrets_file=str(self.settings.secrets_file),
+            # Where the key is (the file, or PostgreSQL when there is a database).
+            settings=self.settings.actor_args(),
         )
 
     def _upstream_config(self, name: str, url: str) -> dict[str, Any]:
         return {
             "name": name,
             "base_url": url.rstrip("/"),
-            # The key is not an actor argument: the executor reads it from secrets_file.
+            # The key is not an actor argument: the executor reads it (read_secret).
             "api_key": None,
             "timeout_s": self.settings.upstream_timeout_s,
             "max_concurrency": self.settings.upstream_max_concurrency,

@@ -452,11 +452,18 @@ class UpstreamExecutor:
         retry: dict[str, Any] | None = None,
         default: str | None = None,
         secrets_file: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         policy = RetryPolicy(**(retry or {}))
-        if secrets_file is not None:
-            # Secrets are not actor arguments (Ray's state API shows those): read the key.
-            key = _read_secret(secrets_file, "upstream_api_key")
+        if secrets_file is not None or settings is not None:
+            # Secrets are not actor arguments: read the key, from the deployment's
+            # secrets (`settings`: the file, or PostgreSQL on any node) or `secrets_file`.
+            if settings is not None:
+                from actors.dbpassword import actor_settings
+
+                key = actor_settings(settings).read_secret("upstream_api_key")
+            else:
+                key = _read_secret(str(secrets_file), "upstream_api_key")
             upstreams = [{**u, "api_key": u.get("api_key") or key} for u in upstreams]
         ups = [HttpUpstream(UpstreamConfig.from_dict(u), policy) for u in upstreams]
         if default is None and ups:

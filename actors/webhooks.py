@@ -24,6 +24,7 @@ import httpx
 import ray
 
 from actors import names
+from actors.dbpassword import actor_settings
 from batches.backends import open_event_log
 from batches.domain.webhooks import (
     MARKER_STREAM,
@@ -48,7 +49,7 @@ MAX_CONCURRENT = 16
 
 class WebhookSender:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = Settings.model_validate(settings)
+        self.settings = actor_settings(settings)
         # Secrets are not actor arguments (Ray's state API shows those).
         self.secret: str | None = self.settings.read_secret("webhook_secret")
         self.tenant_routes: dict[str, Any] = self.settings.read_secret("tenant_webhooks") or {}

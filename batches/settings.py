@@ -27,9 +27,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("./batchlog-data")
-    # PostgreSQL for the event log and the file contents (docs/scaling.md); None: both
-    # under data_dir. Put the password in PGPASSWORD or ~/.pgpass on each node, not here:
-    # actors get this URL as an argument.
+    # PostgreSQL for the event log, the file contents and the actors' secrets
+    # (docs/scaling.md); None: all under data_dir. Actors get it without its password
+    # (actor_args); they read the password from Ray's GCS store (actors/dbpassword.py).
     database_url: str | None = None
 
     # Ray: None starts a local Ray bound to 127.0.0.1; "auto" or an address joins a cluster.
@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Ray custom resources a batch actor asks for (JSON), to place batch actors on the
     # nodes that offer them; {} (default): any node.
     batch_actor_resources: dict[str, float] = Field(default_factory=dict)
+    # The same for each upstream executor, e.g. to keep them on the nodes that reach the
+    # upstream.
+    executor_resources: dict[str, float] = Field(default_factory=dict)
     batch_restart_backoff_s: float = 2.0
     # Per tenant (429 with Retry-After beyond them; 0 turns one off).
     tenant_max_queued_batches: int = 1_000
@@ -179,13 +182,25 @@ class Settings(BaseSettings):
         return value
 
     def actor_args(self) -> dict[str, Any]:
-        """Settings for actor constructors: without secrets, which Ray's state API and
-        dashboard can show. Actors that need one read `secrets_file` (0600)."""
-        return self.model_dump(mode="json", exclude=SECRET_FIELDS)
+        """Settings for actor constructors: without secrets (Ray keeps actor arguments in
+        its GCS to restart actors) nor the database password. Actors that need a secret
+        read it with `read_secret`."""
+        args = self.model_dump(mode="json", exclude=SECRET_FIELDS)
+        if self.database_url:
+            args["database_url"] = split_password(self.database_url)[0]
+        return args
 
     def write_secrets(self) -> None:
-        """The secrets actors need, in a file only its owner can read."""
+        """The secrets actors need: with a database, in PostgreSQL, which every node
+        reaches (batches/pgsecrets.py); else in a file only its owner can read."""
         data = {name: getattr(self, name) for name in ACTOR_SECRETS}
+        if self.database_url:
+            from batches import pgsecrets
+
+            pgsecrets.write(self.database_url, data)
+            # A copy left by an earlier run without a database must not linger.
+            self.secrets_file.unlink(missing_ok=True)
+            return
         tmp = self.secrets_file.with_name(self.secrets_file.name + ".tmp")
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -194,6 +209,10 @@ class Settings(BaseSettings):
         os.replace(tmp, self.secrets_file)
 
     def read_secret(self, name: str) -> Any:
+        if self.database_url:
+            from batches import pgsecrets
+
+            return pgsecrets.read(self.database_url, name)
         try:
             return json.loads(self.secrets_file.read_text()).get(name)
         except FileNotFoundError:
@@ -214,3 +233,21 @@ class Settings(BaseSettings):
     @property
     def use_local_models(self) -> bool:
         return self.upstream is None if self.local_models is None else self.local_models
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """A PostgreSQL URL (or key=value string) without its password, and the password
+    (None: it had none; then the URL comes back unchanged)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    password = params.pop("password", None)
+    if password is None:
+        return url, None
+    return make_conninfo("", **params), str(password)
+
+
+def with_password(url: str, password: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(url, password=password)

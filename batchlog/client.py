@@ -64,9 +64,10 @@ class BatchlogClient:
         database_url = ray.get(self.coordinator.database_url.remote())
         self.files: FileStore = LocalFileStore(Path(data_dir))
         if database_url:  # contents in PostgreSQL: readable from any node
+            from actors.dbpassword import full_url
             from batches.pgfilestore import PgFileStore
 
-            self.files = PgFileStore(database_url)
+            self.files = PgFileStore(full_url(database_url, namespace))
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, **kwargs: Any) -> BatchlogClient:

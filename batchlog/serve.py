@@ -17,6 +17,7 @@ from typing import Any
 import ray
 import uvicorn
 
+from actors import dbpassword
 from actors.coordinator import get_or_create_coordinator
 from actors.gateway import RayBatchService
 from actors.webhooks import get_or_create_webhook_sender
@@ -132,12 +133,12 @@ def serve(settings: Settings) -> None:
     prepare_data_dir(settings)
     init_ray(settings)
     try:
+        dbpassword.publish(settings)  # for actors on any node; never an actor argument
         coordinator = start_coordinator(settings)
         # Held for the server's life: Ray ends an actor once no handle to it is left.
         sender = start_webhooks(settings)
-        app = create_app(
-            settings, RayBatchService(coordinator), model_status=start_local_models(settings)
-        )
+        models = start_local_models(settings)
+        app = create_app(settings, RayBatchService(coordinator), model_status=models)
         app.state.webhooks = sender
         uvicorn.run(
             app,

@@ -73,7 +73,10 @@ def _runnable_install(bindir: Path) -> Path:
 class PgServer:
     """One PostgreSQL cluster in its own temp dir, on 127.0.0.1 and a free port."""
 
-    def __init__(self, *, fsync: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, *, fsync: bool = True, port: int | None = None, password: str | None = None
+    ) -> None:
+        """``password``: TCP clients must give it (scram-sha-256); else no auth (trust)."""
         self.bindir = _runnable_install(_bin_dir())
         self.root = Path(tempfile.mkdtemp(prefix="batchlog-pg-"))
         self.data = self.root / "data"
@@ -88,11 +91,20 @@ class PgServer:
         if self._as:  # the data dir, the socket's lock file and the log are the server's
             os.chown(self.root, _NOBODY, _NOBODY)
             os.chown(self.data, _NOBODY, _NOBODY)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.password = password
+        auth = ["--auth=trust"]
+        if password is not None:
+            pwfile = self.root / "pwfile"
+            pwfile.write_text(password + "\n")
+            if self._as:
+                os.chown(pwfile, _NOBODY, _NOBODY)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", *auth, "-E", "UTF8")
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        user = "postgres" if self.password is None else f"postgres:{self.password}"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, exe: str, *args: str) -> None:
         subprocess.run(  # type: ignore[call-overload]
