@@ -199,6 +199,9 @@ def get_or_create_coordinator(settings: Settings) -> Any:
         name=COORDINATOR_NAME,
         namespace=settings.namespace,
         get_if_exists=True,
+        # On a cluster it belongs to the deployment, not to the `serve` that started it:
+        # other façades (serve --facade-only) keep using it when that process dies.
+        lifetime="detached" if settings.ray_address is not None else None,
         num_cpus=0,
         max_concurrency=1000,
         # Crashed, it is restarted and rebuilds from the log; calls in flight are retried

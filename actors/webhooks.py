@@ -200,6 +200,7 @@ def get_or_create_webhook_sender(settings: Settings) -> Any:
         name=WEBHOOKS_NAME,
         namespace=settings.namespace,
         get_if_exists=True,
+        lifetime="detached" if settings.ray_address is not None else None,  # as the coordinator
         num_cpus=0,
         max_concurrency=4,
         # Crashed, it is restarted, rebuilds its outbox from the log and goes on.

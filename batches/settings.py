@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Ray: None starts a local Ray bound to 127.0.0.1; "auto" or an address joins a cluster.
     ray_address: str | None = None
     namespace: str = "batchlog"
+    # Serve the API only: attach to the coordinator another `serve` started on this Ray
+    # cluster (needs ray_address); start no coordinator, webhook sender or models.
+    facade_only: bool = False
     ray_num_cpus: int | None = None
     # A local Ray's workers' log lines also in serve's output (Ray's log monitor, one more
     # ~80 MiB process); off: they stay in Ray's session logs (batchlog/localray.py).

@@ -59,6 +59,15 @@ def serve(
             "part: postgresql://user@host/db [env BATCHLOG_DATABASE_URL]. Default: data dir."
         ),
     ] = None,
+    facade_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--facade-only",
+            help="Serve the API only, attached to the coordinator of a deployment already "
+            "running on the Ray cluster at --ray-address; with --database-url, on any "
+            "node [env BATCHLOG_FACADE_ONLY].",
+        ),
+    ] = None,
 ) -> None:
     """Run the service: the REST API, the coordinator and the batch actors."""
     from batches import rayauth
@@ -72,6 +81,7 @@ def serve(
         upstream_api_key=upstream_api_key,
         ray_address=ray_address,
         database_url=database_url,
+        facade_only=facade_only,
     )
     try:
         rayauth.prepare(settings)  # before ray is imported: Ray reads RAY_AUTH_MODE then

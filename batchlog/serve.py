@@ -18,6 +18,7 @@ import ray
 import uvicorn
 
 from actors import dbpassword
+from actors.coordinator import COORDINATOR_NAME as COORDINATOR
 from actors.coordinator import get_or_create_coordinator
 from actors.gateway import RayBatchService
 from actors.webhooks import get_or_create_webhook_sender
@@ -62,7 +63,8 @@ def prepare_data_dir(settings: Settings) -> None:
     os.umask(0o077)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
-    settings.write_secrets()
+    if not settings.facade_only:  # a façade reads none; the deployment's serve wrote them
+        settings.write_secrets()
 
 
 def check_exposure(settings: Settings) -> None:
@@ -92,6 +94,20 @@ def start_coordinator(settings: Settings) -> Any:
     coordinator = get_or_create_coordinator(settings)
     summary = ray.get(coordinator.start.remote())
     log.info("coordinator started: %s", summary)
+    return coordinator
+
+
+def attach_coordinator(settings: Settings) -> Any:
+    """A façade only: the coordinator another `serve` started on this cluster."""
+    try:
+        coordinator = ray.get_actor(COORDINATOR, namespace=settings.namespace)
+    except ValueError:
+        raise SystemExit(
+            f"--facade-only: no batchlog coordinator in Ray namespace {settings.namespace!r} "
+            f"at {settings.ray_address}; start one `batchlog serve --ray-address ...` "
+            "without --facade-only first"
+        ) from None
+    log.info("façade attached to the running coordinator: %s", ray.get(coordinator.start.remote()))
     return coordinator
 
 
@@ -130,14 +146,19 @@ def start_local_models(settings: Settings) -> ModelStatus | None:
 
 def serve(settings: Settings) -> None:
     check_exposure(settings)
+    if settings.facade_only and settings.ray_address is None:
+        raise SystemExit("--facade-only joins a running deployment: give --ray-address too")
     prepare_data_dir(settings)
     init_ray(settings)
     try:
-        dbpassword.publish(settings)  # for actors on any node; never an actor argument
-        coordinator = start_coordinator(settings)
-        # Held for the server's life: Ray ends an actor once no handle to it is left.
-        sender = start_webhooks(settings)
-        models = start_local_models(settings)
+        if settings.facade_only:
+            coordinator, sender, models = attach_coordinator(settings), None, None
+        else:
+            dbpassword.publish(settings)  # for actors on any node; never an actor argument
+            coordinator = start_coordinator(settings)
+            # Held for the server's life: Ray ends an actor once no handle to it is left.
+            sender = start_webhooks(settings)
+            models = start_local_models(settings)
         app = create_app(settings, RayBatchService(coordinator), model_status=models)
         app.state.webhooks = sender
         uvicorn.run(
