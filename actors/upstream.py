@@ -24,9 +24,8 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 import ray
 
@@ -39,6 +38,9 @@ from batches.domain.executor import (
     rejected_outcomes,
 )
 from batches.domain.retry import RetryPolicy, backoff_delay, is_retryable_status
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class HttpUpstream:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp  # here: only the executor's process needs it (batch actors don't)
+
             limit = self.config.max_concurrency  # the semaphore never lets more wait
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ssl=self._ssl),
@@ -179,7 +183,9 @@ class HttpUpstream:
     async def list_models(self) -> list[str]:
         """The ids from ``GET /models``; ``[]`` (and a warning) if it cannot be had."""
         try:
-            timeout = aiohttp.ClientTimeout(total=min(self.config.timeout_s, 10.0))
+            from aiohttp import ClientTimeout
+
+            timeout = ClientTimeout(total=min(self.config.timeout_s, 10.0))
             url = self.base_url + "/models"
             async with self._client().get(url, timeout=timeout) as resp:
                 resp.raise_for_status()
@@ -225,6 +231,8 @@ class HttpUpstream:
             return make_outcome(
                 item, started_at=started_at, finished_at=time.time(), error=failure, attempts=0
             )
+        from aiohttp import ClientConnectorError, ClientError, InvalidURL
+
         headers = {"x-batchlog-request": _header_safe(f"{batch_id}:{custom_id}")}
         policy = self.policy
         session = self._client()
@@ -262,9 +270,9 @@ class HttpUpstream:
                     final = True
                 except TimeoutError as e:  # aiohttp's connect/read timeouts are TimeoutErrors
                     error = {"code": "upstream_timeout", "message": _describe(e, url)}
-                except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as e:
+                except (ClientConnectorError, InvalidURL) as e:
                     error = {"code": "upstream_unreachable", "message": _describe(e, url)}
-                except aiohttp.ClientError as e:  # dropped connections, protocol errors
+                except ClientError as e:  # dropped connections, protocol errors
                     error = {"code": "upstream_error", "message": _describe(e, url)}
                 finally:
                     self.inflight -= 1
