@@ -1,195 +1,43 @@
-"""The webhook sender: one named actor per deployment, started by `batchlog serve` when a
-webhook is configured (docs/webhooks.md).
-
-It folds the whole log into an ``Outbox`` (batches/domain/webhooks.py), then follows it:
-a batch's terminal event becomes a ``WebhookQueued`` event in ``webhooks-<batch_id>``
-(the outbox), and each queued webhook is POSTed, signed, until a 2xx, with exponential
-backoff for up to the retry period; every attempt is an event. Killed at any point, a
-new incarnation rebuilds the same outbox from the log and goes on: delivery is at least
-once, with the same webhook-id. The loop runs on a thread of its own, started in
-``__init__``, so a restarted actor resumes without anyone calling it.
+"""The webhook sender's actor: one named actor per deployment, started by `batchlog
+serve` when a webhook is configured (docs/webhooks.md). The work is Ray-free
+(batches/webhook_sender.py); this shell reads the secrets, runs the loop on a thread of
+its own, started in ``__init__``, so a restarted actor resumes without anyone calling
+it, and answers ``status``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import random
 import threading
-import time
 from typing import Any
 
-import httpx
 import ray
 
 from actors import names
 from actors.dbpassword import actor_settings
-from batches.backends import open_event_log
-from batches.domain.webhooks import (
-    MARKER_STREAM,
-    WEBHOOK_QUEUED,
-    WEBHOOKS_ENABLED,
-    Delivery,
-    DeliveryPolicy,
-    Outbox,
-    attempt_events,
-    webhook_body,
-    webhook_stream,
-)
 from batches.settings import Settings
-from batches.webhooks import route_for, signed_headers
-from eventlog import NewEvent, StoreFailed, WrongExpectedVersion
+from batches.webhook_sender import Sender
 
-log = logging.getLogger("batchlog.webhooks")
 WEBHOOKS_NAME = names.COORDINATOR + "-webhooks"
-POLL_S = 0.25
-MAX_CONCURRENT = 16
 
 
 class WebhookSender:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = actor_settings(settings)
+        config = actor_settings(settings)  # with the database password, if any
         # Secrets are not actor arguments (Ray's state API shows those).
-        self.secret: str | None = self.settings.read_secret("webhook_secret")
-        self.tenant_routes: dict[str, Any] = self.settings.read_secret("tenant_webhooks") or {}
-        self.policy = DeliveryPolicy(
-            base_delay_s=self.settings.webhook_retry_base_s,
-            max_delay_s=self.settings.webhook_retry_max_delay_s,
-            period_s=self.settings.webhook_retry_period_s,
+        self.sender = Sender(
+            config,
+            secret=config.read_secret("webhook_secret"),
+            tenant_routes=config.read_secret("tenant_webhooks") or {},
         )
-        self.store = open_event_log(self.settings)
-        self.outbox = Outbox()
-        self.in_flight: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._store_failed = False
-        self.delivered = 0
         self._thread = threading.Thread(target=self._main, name="webhooks", daemon=True)
         self._thread.start()
 
     def status(self) -> dict[str, Any]:
-        return {
-            "position": self.outbox.position,
-            "pending": sorted(self.outbox.pending),
-            "delivered": self.delivered,
-        }
-
-    # -- the loop ----------------------------------------------------------------------
+        return self.sender.status()
 
     def _main(self) -> None:
-        asyncio.run(self._loop())
-
-    async def _loop(self) -> None:
-        timeout = httpx.Timeout(self.settings.webhook_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            while True:
-                try:
-                    if self._store_failed:
-                        raise StoreFailed("an attempt's append failed")
-                    self._catch_up()
-                    self._enable_once()
-                    self._queue_ended()
-                    self._send_due(client)
-                except StoreFailed:  # a write failed (disk full, EIO): reopen, go on
-                    log.exception("webhook sender's store failed; reopening it")
-                    with contextlib.suppress(Exception):
-                        self.store.close()
-                    with contextlib.suppress(Exception):
-                        self.store = open_event_log(self.settings)
-                        self._store_failed = False
-                except Exception:  # keep delivering whatever one round hit
-                    log.exception("webhook round failed")
-                await asyncio.sleep(POLL_S)
-
-    def _catch_up(self) -> None:
-        while True:
-            events = self.store.read_all(after=self.outbox.position, limit=10_000)
-            if not events:
-                return
-            for e in events:
-                self.outbox.apply(e.stream_id, e.type, e.data, e.position, e.recorded_at)
-
-    def _enable_once(self) -> None:
-        """The first start records where deliveries begin: no webhooks for old batches."""
-        if self.outbox.enabled_after is not None:
-            return
-        marker = NewEvent(WEBHOOKS_ENABLED, {"after_position": self.store.head()})
-        with contextlib.suppress(WrongExpectedVersion):  # another incarnation wrote it
-            self.store.append(MARKER_STREAM, [marker], expected_version=0)
-        self._catch_up()
-
-    def _route(self, tenant: str) -> Any:
-        return route_for(tenant, self.settings.webhook_url, self.secret, self.tenant_routes)
-
-    def _queue_ended(self) -> None:
-        for queued in self.outbox.to_queue():
-            if self._route(queued["tenant"]) is None:
-                self.outbox.skip(queued["batch_id"])
-                continue
-            with contextlib.suppress(WrongExpectedVersion):  # queued by an earlier incarnation
-                self.store.append(
-                    webhook_stream(queued["batch_id"]),
-                    [NewEvent(WEBHOOK_QUEUED, queued)],
-                    expected_version=0,
-                )
-        self._catch_up()
-
-    def _send_due(self, client: httpx.AsyncClient) -> None:
-        now = time.time()
-        for delivery in self.outbox.due(now):
-            if len(self.in_flight) >= MAX_CONCURRENT:
-                return
-            if delivery.batch_id in self.in_flight:
-                continue
-            self.in_flight.add(delivery.batch_id)
-            task = asyncio.get_running_loop().create_task(self._attempt(client, delivery))
-            self._tasks.add(task)  # held, so the task is not collected while it runs
-            task.add_done_callback(self._tasks.discard)
-
-    async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
-        try:
-            await self._try_once(client, delivery)
-        except StoreFailed:
-            self._store_failed = True  # the loop reopens the store; the attempt is retried
-        except Exception:
-            log.exception("webhook attempt failed")
-        finally:
-            self.in_flight.discard(delivery.batch_id)
-
-    async def _try_once(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
-        route = self._route(delivery.queued["tenant"])
-        if route is None:
-            return  # configuration removed: it stays queued until a webhook is set again
-        body = webhook_body(delivery.queued)
-        at = time.time()
-        headers = signed_headers(route.secret, delivery.queued["webhook_id"], int(at), body)
-        status: int | None = None
-        error: str | None = None
-        try:
-            response = await client.post(route.url, content=body, headers=headers)
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        events = attempt_events(
-            delivery,
-            url=route.url,
-            status_code=status,
-            error=error,
-            at=at,
-            policy=self.policy,
-            rand=random.random(),
-        )
-        stream = webhook_stream(delivery.batch_id)
-        try:
-            self.store.append(
-                stream, [NewEvent(t, d) for t, d in events], expected_version=delivery.version
-            )
-        except WrongExpectedVersion:
-            log.warning("webhook %s: another sender wrote first", delivery.queued["webhook_id"])
-        else:
-            if status is not None and 200 <= status < 300:
-                self.delivered += 1
-        self._catch_up()
+        asyncio.run(self.sender.run_forever())
 
 
 WebhookSenderRemote = ray.remote(WebhookSender)
@@ -203,6 +51,6 @@ def get_or_create_webhook_sender(settings: Settings) -> Any:
         lifetime="detached" if settings.ray_address is not None else None,  # as the coordinator
         num_cpus=0,
         max_concurrency=4,
-        # Crashed, it is restarted, rebuilds its outbox from the log and goes on.
+        # Crashed, it is restarted, restores its outbox (checkpoint + log tail), goes on.
         max_restarts=-1,
     ).remote(settings.actor_args())

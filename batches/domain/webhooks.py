@@ -2,7 +2,7 @@
 
 Pure: the outbox is a projection of the global log (``Outbox.apply``), and what one
 delivery attempt records is decided by ``attempt_events``; the sender
-(actors/webhooks.py) does the I/O around them.
+(batches/webhook_sender.py, run by actors/webhooks.py) does the I/O around them.
 
 Streams: ``webhooks`` holds one ``WebhooksEnabled`` marker (batches that ended before
 it get no webhook: turning webhooks on does not replay history); ``webhooks-<batch_id>``
@@ -30,6 +30,7 @@ WEBHOOK_QUEUED = "WebhookQueued"
 WEBHOOK_ATTEMPTED = "WebhookAttempted"
 WEBHOOK_DELIVERED = "WebhookDelivered"
 WEBHOOK_ABANDONED = "WebhookAbandoned"
+OUTBOX_SCHEMA = 1  # of Outbox.to_dict
 
 WEBHOOK_TYPES: dict[str, str] = {
     ev.BATCH_COMPLETED: "batch.completed",
@@ -164,6 +165,39 @@ class Outbox:
 
     def due(self, now: float) -> list[Delivery]:
         return [d for d in self.pending.values() if d.next_at <= now]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outbox as JSON-ready data, for its checkpoint (batches/outbox_checkpoint.py)."""
+        return {
+            "schema": OUTBOX_SCHEMA,
+            "position": self.position,
+            "enabled_after": self.enabled_after,
+            "tenants": dict(self.tenants),
+            "ended": {b: [pos, dict(q)] for b, (pos, q) in self.ended.items()},
+            "pending": {
+                b: {
+                    "queued": dict(d.queued),
+                    "version": d.version,
+                    "attempts": d.attempts,
+                    "first_attempt_at": d.first_attempt_at,
+                    "next_at": d.next_at,
+                }
+                for b, d in self.pending.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Outbox | None:
+        """What ``to_dict`` described, or None for another schema (then: replay)."""
+        if data.get("schema") != OUTBOX_SCHEMA:
+            return None
+        return cls(
+            position=int(data["position"]),
+            enabled_after=data["enabled_after"],
+            tenants=dict(data["tenants"]),
+            ended={b: (int(pos), dict(q)) for b, (pos, q) in data["ended"].items()},
+            pending={b: Delivery(**d) for b, d in data["pending"].items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
