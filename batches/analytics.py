@@ -23,6 +23,7 @@ docs/analytics.md. No ray or fastapi here.
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from types import TracebackType
@@ -378,7 +379,13 @@ class Analytics:
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir / "log"
         if not (self.log_dir / "segments").is_dir():
-            raise FileNotFoundError(f"no event log at {self.log_dir}")
+            hint = ""
+            if os.environ.get("BATCHLOG_DATABASE_URL"):
+                hint = (
+                    " (BATCHLOG_DATABASE_URL is set: the log is in PostgreSQL; use "
+                    "batches.analytics.connect() or PgAnalytics(url))"
+                )
+            raise FileNotFoundError(f"no event log at {self.log_dir}{hint}")
         self._query = EventQuery(self.log_dir, lazy=True)
         self._con = self._query.connection
         self._tail = EventTail(self.log_dir)
@@ -605,9 +612,19 @@ def _percentiles(rows: list[tuple[Any, ...]]) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def connect(data_dir: str | Path) -> Analytics:
-    """``Analytics(data_dir)``: the views over ``data_dir/log``."""
-    return Analytics(data_dir)
+def connect(data_dir: str | Path | None = None, *, database_url: str | None = None) -> Analytics:
+    """The views over this deployment's log, wherever it is: in PostgreSQL when
+    ``database_url`` (default ``BATCHLOG_DATABASE_URL``) is set (``PgAnalytics``), else
+    ``Analytics(data_dir)`` over ``data_dir/log`` (default ``BATCHLOG_DATA_DIR``)."""
+    from batches.settings import Settings
+
+    settings = Settings()
+    url = database_url or settings.database_url
+    if url:
+        from batches.pganalytics import PgAnalytics
+
+        return PgAnalytics(url)
+    return Analytics(settings.data_dir if data_dir is None else data_dir)
 
 
 if __name__ == "__main__":  # python -m batches.analytics DATA_DIR: bring the tables up to date

@@ -91,17 +91,12 @@ def _data_dir(data_dir: Path | None) -> Path:
 
 
 def _open(data_dir: Path | None) -> Analytics:
-    from batches.analytics import Analytics
-    from batches.settings import Settings
+    from batches.analytics import connect
 
-    database_url = Settings().database_url
-    if database_url:  # BATCHLOG_DATABASE_URL: the log is in PostgreSQL (docs/scaling.md)
-        from batches.pganalytics import PgAnalytics
-
-        return PgAnalytics(database_url)
     path = _data_dir(data_dir)
     try:
-        return Analytics(path)
+        # BATCHLOG_DATABASE_URL: the log is in PostgreSQL (docs/scaling.md)
+        return connect(path)
     except FileNotFoundError:
         typer.echo(
             f"error: no event log under {path} (set --data-dir or BATCHLOG_DATA_DIR)", err=True

@@ -77,3 +77,24 @@ def test_cli_reads_postgres_when_the_database_url_is_set(pg_database, tmp_path) 
     ).stdout
     rows = json.loads(out)
     assert {r["batch_id"]: r["status"] for r in rows}["b-ok"] == "completed"
+
+
+def test_connect_finds_the_log_in_postgres(pg_database, tmp_path, monkeypatch) -> None:
+    """`connect()` (the notebook's entry point) follows BATCHLOG_DATABASE_URL;
+    `Analytics(data_dir)` reads files only, and says where the log is."""
+    import pytest
+
+    from batches.analytics import connect
+
+    pg = PostgresEventStore.open(pg_database)
+    history(pg)
+    pg.close()
+    monkeypatch.setenv("BATCHLOG_DATABASE_URL", pg_database)
+    with connect(tmp_path / "nothing-here") as a:
+        assert isinstance(a, PgAnalytics)
+        assert a.batch("b-ok")["status"] == "completed"
+    with pytest.raises(FileNotFoundError, match="BATCHLOG_DATABASE_URL is set"):
+        Analytics(tmp_path / "nothing-here")
+    monkeypatch.delenv("BATCHLOG_DATABASE_URL")
+    with pytest.raises(FileNotFoundError):
+        connect(tmp_path / "nothing-here")

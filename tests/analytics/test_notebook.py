@@ -68,6 +68,30 @@ def test_notebook_runs_on_a_given_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_
     assert images_of(nb) == 5
 
 
+def test_notebook_runs_on_the_postgres_log(
+    monkeypatch: pytest.MonkeyPatch, pg_database: str
+) -> None:
+    """With BATCHLOG_DATABASE_URL (a deployment on a cluster) it reads the log there."""
+    from eventlog.postgres import PostgresEventStore
+
+    store = PostgresEventStore.open(pg_database)
+    upload(store, "file-in")
+    Writer(store, "b-pg").create().validate(2).outcomes(
+        [outcome(1), outcome(2, ok=False, attempts=2)]
+    ).finish()
+    Writer(store, "b-pg-embed").create(endpoint="/v1/embeddings").validate(
+        2, model="m-embed"
+    ).outcomes([outcome(1, model="m-embed"), outcome(2, model="m-embed")]).finish()
+    store.close()
+    monkeypatch.delenv("BATCHLOG_DATA_DIR", raising=False)
+    monkeypatch.setenv("BATCHLOG_DATABASE_URL", pg_database)
+    nb = execute()
+    text = text_of(nb)
+    assert "data: PostgreSQL" in text
+    assert "2 batches: {'completed': 2}" in text and "b-pg" in text
+    assert images_of(nb) == 5
+
+
 @pytest.mark.e2e
 def test_notebook_makes_and_analyses_its_own_history(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BATCHLOG_DATA_DIR", raising=False)
