@@ -3,20 +3,23 @@ atomically, so a start restores it and replays only the events after that positi
 
 Stored as ``<dir>/readmodel.snap`` in the event log's snapshot format (CRC'd, written to a
 temporary file, fsynced, renamed into place, directory fsynced), with the log position as
-its version. A checkpoint that is missing, damaged or of another schema is ignored (the
-model is replayed from the log, as without checkpoints): it is a cache, never the truth.
-Replaying from a checkpoint gives the same model as replaying the whole log (a property
-test checks it).
+its version. It holds only what the model keeps in memory (hot batches, the active index,
+live claims, the core's stream versions), so its size follows the work at hand; the rest
+is in the catalog beside it (``catalog.sqlite``, `batches/catalogstore.py`), which is
+committed first and so is never behind a checkpoint (one that is, after a power loss, is
+not used). A checkpoint that is missing, damaged, of another schema or ahead of the log is
+ignored (the model is replayed from the log): it is a cache, never the truth. Replaying
+from a checkpoint gives the same model as replaying the whole log (a property test checks
+it).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import heapq
 import logging
 from pathlib import Path
 from typing import Any
 
+from batches.catalogstore import CatalogStore
 from batches.domain import decider
 from batches.readmodel import ReadModel
 from eventlog.snapshots import read_snapshot, write_snapshot
@@ -25,52 +28,31 @@ log = logging.getLogger("batchlog.checkpoint")
 
 NAME = "readmodel"
 DIR = "checkpoints"  # under the data dir
-SCHEMA = 2  # 2: the model keeps each stream's version (its writers append at it)
+SCHEMA = 3  # 3: files and every batch's list key moved to the catalog
 
 
 def to_dict(model: ReadModel) -> dict[str, Any]:
-    """Everything the model holds, as JSON-ready data."""
-    out: dict[str, Any] = {"schema": SCHEMA}
-    for f in dataclasses.fields(model):
-        value = getattr(model, f.name)
-        if f.name == "batches":  # those in memory; the others by their tenant
-            out[f.name] = {k: decider.state_to_dict(v) for k, v in value.hot.items()}
-            out["cold_batches"] = dict(value.cold)
-        elif f.name == "_batch_keys":
-            out[f.name] = [list(k) for k in value]
-        elif f.name in ("_key_of", "idempotency", "_expiry", "_active"):
-            continue  # derived: from _batch_keys, claims, files, batches
-        else:
-            out[f.name] = value
-    return out
+    """What the model holds in memory, as JSON-ready data."""
+    return {
+        "schema": SCHEMA,
+        "position": model.position,
+        "batches": {k: decider.state_to_dict(v) for k, v in model.batches.hot.items()},
+        "active": [list(k) for k in model.active],
+        "claims": model.claims,
+        "versions": model.versions,
+    }
 
 
-def from_dict(data: dict[str, Any]) -> ReadModel:
-    """The model ``to_dict`` described."""
-    model = ReadModel()
-    names = {f.name for f in dataclasses.fields(model)}
-    for name, value in data.items():
-        if name == "schema" or name not in names:
-            continue
-        if name == "batches":
-            for k, v in value.items():
-                model.batches.hot[k] = decider.state_from_dict(v)
-            model.batches.cold.update(data.get("cold_batches") or {})
-        elif name == "_batch_keys":
-            model._batch_keys = [(int(c), int(p), str(b)) for c, p, b in value]
-            model._key_of = {k[2]: k for k in model._batch_keys}
-        else:
-            setattr(model, name, value)
-    hot = model.batches.hot
-    model._active = [
-        k for k in model._batch_keys if k[2] in hot and hot[k[2]].status in decider.ACTIVE_STATUSES
-    ]
-    model._expiry = [
-        (int(f["expires_at"]), f["file_id"])
-        for f in model.files.values()
-        if f.get("expires_at") is not None
-    ]
-    heapq.heapify(model._expiry)
+def from_dict(data: dict[str, Any], catalog: CatalogStore | None = None) -> ReadModel:
+    """The model ``to_dict`` described, over ``catalog``."""
+    model = ReadModel(catalog)
+    model.position = int(data["position"])
+    for k, v in data["batches"].items():
+        model.batches.hot[k] = decider.state_from_dict(v)
+    model.active = [(int(c), int(p), str(b)) for c, p, b in data["active"]]
+    model._active_key = {k[2]: k for k in model.active}
+    model.claims = dict(data["claims"])
+    model.versions = {k: int(v) for k, v in data["versions"].items()}
     for claim in model.claims.values():  # in log order, as the model folded them
         model.idempotency.claim(
             claim["tenant"], claim["key"], claim["digest"], claim["batch_id"], claim["at"]
@@ -79,7 +61,9 @@ def from_dict(data: dict[str, Any]) -> ReadModel:
 
 
 def save(directory: Path, model: ReadModel, *, fsync: bool = True) -> bool:
-    """Save the model at its position (atomically); False when there is nothing yet."""
+    """Commit the catalog, then save the model at its position (atomically); False when
+    there is nothing yet."""
+    model.catalog.commit(force=True)
     return save_dict(directory, model.position, to_dict(model), fsync=fsync)
 
 
@@ -93,9 +77,11 @@ def save_dict(directory: Path, position: int, state: dict[str, Any], *, fsync: b
     return True
 
 
-def load(directory: Path, head: int | None = None) -> ReadModel | None:
-    """The saved model, or None (no checkpoint, damaged, other schema, or ahead of the
-    log's ``head``: replay instead)."""
+def load(
+    directory: Path, head: int | None = None, catalog: CatalogStore | None = None
+) -> ReadModel | None:
+    """The saved model over ``catalog``, or None (no checkpoint, damaged, other schema,
+    ahead of the log's ``head``, or ahead of the catalog: replay instead)."""
     snap = read_snapshot(directory, NAME)
     if snap is None or snap.state.get("schema") != SCHEMA:
         return None
@@ -104,7 +90,14 @@ def load(directory: Path, head: int | None = None) -> ReadModel | None:
             "ignoring the read-model checkpoint at %d: the log ends at %d", snap.version, head
         )
         return None
-    model = from_dict(snap.state)
+    if catalog is not None and catalog.position < snap.version:
+        log.warning(
+            "ignoring the read-model checkpoint at %d: the catalog is at %d",
+            snap.version,
+            catalog.position,
+        )
+        return None
+    model = from_dict(snap.state, catalog)
     if model.position != snap.version:
         return None
     return model

@@ -1,40 +1,45 @@
 """The read side: a projection of the whole event log into batches, files and idempotency claims.
 
 GET and list are answered from here, never by waking a batch actor. The application
-core (`batches.core`) feeds it every event in global order (`EventLog.read_all`), so it is rebuilt from
-the log at start and kept fresh by catching up before each read.
-Pure: no I/O, so it can be tested and replayed without starting anything.
+core (`batches.core`) feeds it every event in global order (`EventLog.read_all`), so it is
+restored from its checkpoint at start and kept fresh by catching up before each read.
+
+Memory holds what the work at hand needs: batches not long terminal (hot), the active
+ones' admission index, live idempotency claims, the versions of the streams the core
+writes. What grows with history (every file record, every batch's tenant and list key)
+is in the catalog (`batches/catalogstore.py`: SQLite, on disk for the coordinator, in
+memory for tests), fed from the same events. No other I/O here.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+from batches.catalogstore import BatchKey, CatalogStore
 from batches.domain import decider
 from batches.domain import events as ev
 from batches.domain.decider import BatchState
 from batches.domain.idempotency import IdempotencyIndex
 
 BATCH_PREFIX = ev.BATCH_STREAM_PREFIX
-
+# The streams the core appends to: their versions are what its appends expect.
+CORE_STREAMS = (ev.FILES_STREAM, ev.COORDINATOR_STREAM)
 
 _COLD_CACHE = 256  # cold batches loaded lately, kept for repeated GETs
 
 
 class BatchTable(MutableMapping[str, BatchState]):
     """The batches by id: *hot* ones held in memory, *cold* ones (terminal for longer than
-    a window: see ``evict``) held as their tenant only and loaded on demand by ``loader``
+    a window: see ``evict``) known to the catalog only and loaded on demand by ``loader``
     (the coordinator's: the stream's snapshot + tail). ``in``, ``len``, ``[id]`` and
-    ``get`` see both; iteration sees both ids (loading each value it is asked for)."""
+    ``get`` see both; iteration sees every id (loading each value it is asked for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: CatalogStore) -> None:
         self.hot: dict[str, BatchState] = {}
-        self.cold: dict[str, str] = {}  # batch id -> tenant
+        self.catalog = catalog
         self.loader: Callable[[str], BatchState | None] | None = None
         self._cache: OrderedDict[str, BatchState] = OrderedDict()
 
@@ -42,45 +47,52 @@ class BatchTable(MutableMapping[str, BatchState]):
         state = self.hot.get(batch_id)
         if state is not None:
             return state
-        if batch_id not in self.cold:
-            raise KeyError(batch_id)
         state = self._cache.get(batch_id)
-        if state is None:
-            if self.loader is None:
-                raise LookupError(f"batch {batch_id} is not in memory and there is no loader")
-            state = self.loader(batch_id)
-            if state is None:
-                raise LookupError(f"batch {batch_id} could not be loaded from the log")
-            self._cache[batch_id] = state
-            while len(self._cache) > _COLD_CACHE:
-                self._cache.popitem(last=False)
-        else:
+        if state is not None:
             self._cache.move_to_end(batch_id)
+            return state
+        if self.catalog.batch_key(batch_id) is None:
+            raise KeyError(batch_id)
+        if self.loader is None:
+            raise LookupError(f"batch {batch_id} is not in memory and there is no loader")
+        state = self.loader(batch_id)
+        if state is None:
+            raise LookupError(f"batch {batch_id} could not be loaded from the log")
+        self._cache[batch_id] = state
+        while len(self._cache) > _COLD_CACHE:
+            self._cache.popitem(last=False)
         return state
 
     def __setitem__(self, batch_id: str, state: BatchState) -> None:
-        self.cold.pop(batch_id, None)
         self._cache.pop(batch_id, None)
         self.hot[batch_id] = state
 
     def __delitem__(self, batch_id: str) -> None:
-        if self.hot.pop(batch_id, None) is None and self.cold.pop(batch_id, None) is None:
-            raise KeyError(batch_id)
+        if self.hot.pop(batch_id, None) is None:
+            raise KeyError(batch_id)  # (cold ones cannot be deleted: the log keeps them)
         self._cache.pop(batch_id, None)
 
     def __contains__(self, batch_id: object) -> bool:
-        return batch_id in self.hot or batch_id in self.cold
+        return batch_id in self.hot or (
+            isinstance(batch_id, str) and self.catalog.batch_key(batch_id) is not None
+        )
 
     def __iter__(self) -> Iterator[str]:
-        yield from self.hot
-        yield from self.cold
+        yield from self.catalog.all_batch_ids()
 
     def __len__(self) -> int:
-        return len(self.hot) + len(self.cold)
+        return self.catalog.batch_count
 
     def tenant(self, batch_id: str) -> str | None:
         state = self.hot.get(batch_id)
-        return state.tenant if state is not None else self.cold.get(batch_id)
+        if state is not None:
+            return state.tenant
+        key = self.catalog.batch_key(batch_id)
+        return key[0] if key is not None else None
+
+    def cold(self) -> set[str]:
+        """The ids of batches out of memory (a scan of the catalog: for tests and tools)."""
+        return {b for b in self.catalog.all_batch_ids() if b not in self.hot}
 
     def evict(self, now: float, window_s: float) -> int:
         """Move batches terminal for at least ``window_s`` out of memory; how many."""
@@ -90,7 +102,7 @@ class BatchTable(MutableMapping[str, BatchState]):
             if state.status in decider.TERMINAL_STATUSES and now - _ended_at(state) >= window_s
         ]
         for batch_id in gone:
-            self.cold[batch_id] = self.hot.pop(batch_id).tenant
+            del self.hot[batch_id]
         return len(gone)
 
 
@@ -99,52 +111,76 @@ def _ended_at(state: BatchState) -> int:
     return max((t for t in ends if t is not None), default=state.created_at)
 
 
-@dataclass
+class FileTable(Mapping[str, dict[str, Any]]):
+    """Every live file's record by id, read from the catalog (nothing held in memory)."""
+
+    def __init__(self, catalog: CatalogStore) -> None:
+        self.catalog = catalog
+
+    def __getitem__(self, file_id: str) -> dict[str, Any]:
+        record = self.catalog.file(file_id)
+        if record is None:
+            raise KeyError(file_id)
+        return record
+
+    def __contains__(self, file_id: object) -> bool:
+        return isinstance(file_id, str) and self.catalog.file(file_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.catalog.file_ids()
+
+    def __len__(self) -> int:
+        return self.catalog.file_count()
+
+
 class ReadModel:
-    batches: BatchTable = field(default_factory=BatchTable)
-    # (created_at, position) per batch id, kept sorted, so lists page without sorting.
-    _batch_keys: list[tuple[int, int, str]] = field(default_factory=list)
-    _key_of: dict[str, tuple[int, int, str]] = field(default_factory=dict)
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch_id -> claim data
-    idempotency: IdempotencyIndex = field(default_factory=IdempotencyIndex)
-    position: int = 0
-    # (expires_at, file_id) of files that expire, a heap: due ones found without a scan
-    _expiry: list[tuple[int, str]] = field(default_factory=list)
-    # the keys of batches that need an actor (decider.ACTIVE_STATUSES), sorted: admission
-    # and queue positions look at these, not at every batch ever made
-    _active: list[tuple[int, int, str]] = field(default_factory=list)
-    # The version of every stream seen: a writer appends at the version it decided on.
-    versions: dict[str, int] = field(default_factory=dict)
+    def __init__(self, catalog: CatalogStore | None = None) -> None:
+        self.catalog = catalog if catalog is not None else CatalogStore()
+        self.batches = BatchTable(self.catalog)
+        self.files = FileTable(self.catalog)
+        self.claims: dict[str, dict[str, Any]] = {}  # batch_id -> claim data
+        self.idempotency = IdempotencyIndex()
+        self.position = 0
+        # The list keys of batches that need an actor (decider.ACTIVE_STATUSES), sorted:
+        # admission and queue positions look at these, not at every batch ever made.
+        self.active: list[BatchKey] = []
+        self._active_key: dict[str, BatchKey] = {}
+        # The version of each stream the core writes: it appends at the version it decided on.
+        self.versions: dict[str, int] = {}
 
     def apply(
         self, stream_id: str, type_: str, data: dict[str, Any], position: int, version: int = 0
     ) -> None:
-        if version:
+        """Fold one event (in global order). The catalog takes it only if it has not yet
+        (it may be ahead of a checkpoint this model was restored from)."""
+        fresh = self.catalog.advance(position)
+        if version and stream_id in CORE_STREAMS:
             self.versions[stream_id] = version
         if stream_id.startswith(BATCH_PREFIX):
             batch_id = stream_id[len(BATCH_PREFIX) :]
-            previous = self.batches.get(batch_id)
+            created = type_ == ev.BATCH_CREATED  # always the first: never on a loaded state
+            previous = None if created else self.batches.get(batch_id)
             state = self.batches[batch_id] = decider.evolve(previous, type_, data)
-            if previous is None:
-                key = (int(data["created_at"]), position, batch_id)
-                self._key_of[batch_id] = key
-                bisect.insort(self._batch_keys, key)
+            if created and fresh:
+                self.catalog.add_batch(batch_id, data["tenant"], int(data["created_at"]), position)
             was = previous is not None and previous.status in decider.ACTIVE_STATUSES
             now = state is not None and state.status in decider.ACTIVE_STATUSES
-            if now != was:
-                key = self._key_of[batch_id]
-                if now:
-                    bisect.insort(self._active, key)
-                else:
-                    del self._active[bisect.bisect_left(self._active, key)]
-        elif stream_id == ev.FILES_STREAM:
+            if now and not was:
+                key: BatchKey = (
+                    (int(data["created_at"]), position, batch_id)
+                    if created
+                    else self._key(batch_id)
+                )
+                self._active_key[batch_id] = key
+                bisect.insort(self.active, key)
+            elif was and not now:
+                key = self._active_key.pop(batch_id)
+                del self.active[bisect.bisect_left(self.active, key)]
+        elif stream_id == ev.FILES_STREAM and fresh:
             if type_ == ev.FILE_UPLOADED:
-                self.files[data["file_id"]] = data
-                if data.get("expires_at") is not None:
-                    heapq.heappush(self._expiry, (int(data["expires_at"]), data["file_id"]))
+                self.catalog.put_file(data, position)
             elif type_ in (ev.FILE_DELETED, ev.FILE_EXPIRED):
-                self.files.pop(data["file_id"], None)
+                self.catalog.drop_file(data["file_id"])
         elif stream_id == ev.COORDINATOR_STREAM and type_ == ev.IDEMPOTENCY_KEY_CLAIMED:
             self.claims[data["batch_id"]] = data
             self.idempotency.claim(
@@ -152,69 +188,52 @@ class ReadModel:
             )
         self.position = max(self.position, position)
 
+    def _key(self, batch_id: str) -> BatchKey:
+        found = self.catalog.batch_key(batch_id)
+        if found is None:
+            raise KeyError(batch_id)
+        return found[1]
+
     # -- queries ---------------------------------------------------------------
 
     def batch(self, tenant: str, batch_id: str) -> BatchState | None:
-        state = self.batches.get(batch_id)
-        return state if state is not None and state.tenant == tenant else None
+        if self.batches.tenant(batch_id) != tenant:
+            return None
+        return self.batches.get(batch_id)
 
     def list_batches(
         self, tenant: str, after: str | None, limit: int
     ) -> tuple[list[BatchState], bool]:
         """Newest first; `after` is the id of the last batch of the previous page."""
-        keys = self._batch_keys
-        end = len(keys)
+        before = None
         if after is not None:
-            if after not in self.batches or self.batches.tenant(after) != tenant:
+            found = self.catalog.batch_key(after)
+            if found is None or found[0] != tenant:
                 return [], False
-            end = bisect.bisect_left(keys, self._key_of[after])
-        page: list[BatchState] = []
-        i = end - 1
-        while i >= 0 and len(page) <= limit:
-            batch_id = keys[i][2]
-            if self.batches.tenant(batch_id) == tenant:  # (no load of cold ones skipped)
-                page.append(self.batches[batch_id])
-            i -= 1
-        return page[:limit], len(page) > limit
+            before = found[1]
+        ids = self.catalog.batch_ids(tenant, before, limit + 1)
+        return [self.batches[i] for i in ids[:limit]], len(ids) > limit
 
     def file(self, tenant: str, file_id: str) -> dict[str, Any] | None:
-        record = self.files.get(file_id)
+        record = self.catalog.file(file_id)
         return record if record is not None and record["tenant"] == tenant else None
 
     def list_files(
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
     ) -> tuple[list[dict[str, Any]], bool]:
-        # `files` keeps log order, which is creation order even within one second.
-        records = [
-            f
-            for f in self.files.values()
-            if f["tenant"] == tenant and (purpose is None or f["purpose"] == purpose)
-        ]
-        if order == "desc":
-            records.reverse()
-        if after is not None:
-            ids = [f["file_id"] for f in records]
-            records = records[ids.index(after) + 1 :] if after in ids else []
-        return records[:limit], len(records) > limit
+        return self.catalog.list_files(tenant, purpose, after, limit, order)
+
+    def stored_bytes(self, tenant: str, purpose: str) -> int:
+        return self.catalog.stored_bytes(tenant, purpose)
 
     def due_files(self, now: int, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Files whose ``expires_at`` has passed, oldest first, less those in ``keep`` (the
         inputs of running batches: they expire once their batch is done)."""
-        due: list[tuple[int, str]] = []
-        kept: list[tuple[int, str]] = []
-        while self._expiry and self._expiry[0][0] <= now:
-            entry = heapq.heappop(self._expiry)
-            record = self.files.get(entry[1])
-            if record is None or record.get("expires_at") != entry[0]:
-                continue  # deleted, or uploaded again since
-            (kept if entry[1] in keep else due).append(entry)
-        for entry in kept + due:
-            heapq.heappush(self._expiry, entry)  # back until the event removes the file
-        return [fid for _, fid in due]
+        return [f for f in self.catalog.due_files(now) if f not in keep]
 
     def active_batches(self) -> list[BatchState]:
         """Batches that need an actor, oldest first (the admission order)."""
-        return [self.batches[k[2]] for k in self._active]
+        return [self.batches[k[2]] for k in self.active]
 
     def prune_claims(self, now: float, retention_s: float) -> int:
         """Forget idempotency claims past their retention whose batch exists (a claim

@@ -104,6 +104,7 @@ class Coordination:
                 return
             for e in events:
                 self.model.apply(e.stream_id, e.type, e.data, e.position, e.version)
+            self.model.catalog.commit()
 
     def _append(self, stream: str, events: list[ev.Event], decided_on: int) -> None:
         """Append at the version the decision was made on; refuse if the stream moved."""
@@ -187,11 +188,7 @@ class Coordination:
         limit = self.config.tenant_max_stored_bytes
         if purpose != "batch" or limit <= 0:
             return
-        stored = sum(
-            f["bytes"]
-            for f in self.model.files.values()
-            if f["tenant"] == tenant and f["purpose"] == "batch"
-        )
+        stored = self.model.stored_bytes(tenant, "batch")
         if stored + size > limit:
             raise refusals.stored_bytes_limit(stored + size, limit)
 
@@ -319,7 +316,7 @@ class Coordination:
     def sweep_orphans(self, older_than_s: float) -> list[str]:
         """Remove content files no event names (an upload cut off before its event)."""
         self.catch_up()
-        return self.files.sweep(set(self.model.files), older_than_s)
+        return self.files.sweep(set(self.model.catalog.file_ids()), older_than_s)
 
     def batch_state(self, tenant: str, batch_id: str) -> decider.BatchState:
         self.catch_up()

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from batches import checkpoint
+from batches import catalogstore, checkpoint
 from batches.backends import open_event_log, open_file_store
+from batches.catalogstore import CatalogStore
 from batches.core.coordination import Coordination, CoreConfig
 from batches.filestore import free_bytes
 from batches.readmodel import ReadModel
@@ -32,23 +33,33 @@ RECOVER_FREE = 1 << 20  # reopen a failed log only once the disk has this much r
 
 
 class Checkpoints:
-    """The read model saved at a log position (`batches/checkpoint.py`)."""
+    """The read model saved at a log position (`batches/checkpoint.py`), over the catalog
+    of files and batches beside it (`batches/catalogstore.py`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.directory: Path = settings.data_dir / checkpoint.DIR
         self.fsync = settings.fsync
+        self.catalog = CatalogStore(self.directory / catalogstore.NAME, fsync=settings.fsync)
         self.saved = 0  # the position of the last checkpoint written or restored
 
-    def load(self, head: int) -> ReadModel | None:
-        model = checkpoint.load(self.directory, head)
+    def load(self, head: int) -> ReadModel:
+        """The model restored from the last checkpoint, or an empty one (over the catalog,
+        which then takes only the events it has not seen) that the core replays."""
+        if self.catalog.position > head:
+            log.warning(
+                "the catalog is ahead of the log (%d > %d): rebuilt", self.catalog.position, head
+            )
+            self.catalog.reset()
+        model = checkpoint.load(self.directory, head, self.catalog)
         self.saved = model.position if model is not None else 0
-        return model
+        return model if model is not None else ReadModel(self.catalog)
 
     async def save(self, model: ReadModel) -> None:
         """Taken on the caller's event loop (where nothing changes the model meanwhile),
-        written from a thread."""
+        written from a thread. The catalog is committed first: never behind a checkpoint."""
         position = model.position
         if position > self.saved:
+            model.catalog.commit(force=True)
             state = checkpoint.to_dict(model)
             await asyncio.to_thread(
                 checkpoint.save_dict, self.directory, position, state, fsync=self.fsync

@@ -5,6 +5,7 @@ the actor's shell loads and saves checkpoints, its core replays the tail)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -61,10 +62,14 @@ def test_restart_restores_the_checkpoint_and_catches_up(tmp_path: Path) -> None:
     # It really starts from the checkpoint: a mark only the checkpoint holds shows up.
     marked = checkpoint.load(tmp_path / checkpoint.DIR)
     assert marked is not None
-    marked.files["file-only-in-the-checkpoint"] = dict(marked.files["file-1"])
+    mark = {"only": "in the checkpoint"}
+    marked.batches.hot["b0"] = dataclasses.replace(marked.batches.hot["b0"], metadata=mark)
     checkpoint.save(tmp_path / checkpoint.DIR, marked, fsync=False)
     c3 = coordinator(tmp_path)
-    assert "file-only-in-the-checkpoint" in c3.core.model.files
+    assert c3.core.model.batches["b0"].metadata == mark
+    # and the catalog from its own file: files and batches made after the checkpoint
+    assert c3.core.model.catalog.position >= c3.core.model.position > at
+    assert "file-9" in c3.core.model.files and "b9" in c3.core.model.batches
     c3.core.log.close()
 
 
@@ -104,7 +109,7 @@ def test_old_terminal_batches_leave_memory_and_are_served_from_the_log(tmp_path:
     c.core.log.close()
 
     c2 = coordinator(tmp_path)  # restored: still cold, still served
-    assert sorted(c2.core.model.batches.cold) == ["b1", "b3", "b5", "b7"]
+    assert sorted(c2.core.model.batches.cold()) == ["b1", "b3", "b5", "b7"]
     assert decider.to_wire(c2.core.model.batch("t0", "b7")) == before["b7"]
     c2.core.log.close()
 

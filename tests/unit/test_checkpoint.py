@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batches import checkpoint
+from batches import catalogstore, checkpoint
+from batches.catalogstore import CatalogStore
 from batches.domain import decider as d
 from batches.readmodel import ReadModel
 from tests.unit.helpers import T0, Run, create, outcome
@@ -50,7 +51,7 @@ def batch_events(i: int, fate: str, key: str | None) -> list[Event]:
     return events
 
 
-def file_events(j: int, deleted: bool) -> list[Event]:
+def file_events(j: int, deleted: bool, expires: bool = False) -> list[Event]:
     up = {
         "file_id": f"file-{j}",
         "tenant": f"t{j % 2}",
@@ -58,7 +59,7 @@ def file_events(j: int, deleted: bool) -> list[Event]:
         "purpose": "batch",
         "bytes": 10 + j,
         "created_at": T0 + j,
-        "expires_at": None,
+        "expires_at": T0 + 100 - j if expires else None,
         "path": f"files/file-{j}",
         "sha256": "0" * 64,
         "lines": 1,
@@ -72,32 +73,55 @@ def file_events(j: int, deleted: bool) -> list[Event]:
 def views(model: ReadModel) -> dict[str, Any]:
     """What the model holds (cold batches loaded) and what it answers."""
     held = checkpoint.to_dict(model)
-    del held["batches"], held["cold_batches"]
+    del held["batches"]  # which are in memory depends on evictions, not on the log
     held["all batches"] = {k: d.state_to_dict(model.batches[k]) for k in sorted(model.batches)}
-    out: dict[str, Any] = {"dict": held}
+    held["files"] = {k: model.files[k] for k in sorted(model.files)}
+    out: dict[str, Any] = {"dict": held, "len": (len(model.batches), len(model.files))}
     for tenant in ("t0", "t1"):
+        listed = [b.id for b in model.list_batches(tenant, None, 100)[0]]
+        paged = []  # the same list two at a time, each page after the last id of the one before
+        after = None
+        while True:
+            page, more = model.list_batches(tenant, after, 2)
+            paged += [b.id for b in page]
+            if not more:
+                break
+            after = page[-1].id
         out[tenant] = (
-            [b.id for b in model.list_batches(tenant, None, 100)[0]],
+            listed,
+            paged,
             [f["file_id"] for f in model.list_files(tenant, None, None, 100, "asc")[0]],
+            [f["file_id"] for f in model.list_files(tenant, "batch", "file-1", 100, "desc")[0]],
+            model.stored_bytes(tenant, "batch"),
             [
                 getattr(model.idempotency.lookup(tenant, f"k{i}", T0, 10**9), "batch_id", None)
                 for i in range(8)
             ],
         )
     out["active"] = [b.id for b in model.active_batches()]
+    out["due"] = model.due_files(T0 + 10**6)
     return out
+
+
+def apply(model: ReadModel, log: list[Event], start: int, end: int) -> None:
+    for pos in range(start + 1, end + 1):
+        stream, type_, ev_data = log[pos - 1]
+        model.apply(stream, type_, ev_data, pos)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_checkpoint_plus_catch_up_equals_full_replay(data: st.DataObject) -> None:
+    """A coordinator checkpoints at k, runs on (its catalog committed at m, applied up to
+    j, then it dies: what was not committed is lost), and restarts from the checkpoint
+    and the catalog on disk (or, the catalog lost, from the log alone)."""
     queues: list[list[Event]] = []
     for i in range(data.draw(st.integers(0, 7), label="batches")):
         fate = data.draw(st.sampled_from(FATES))
         key = data.draw(st.sampled_from([None, f"k{i}", f"k{i % 2}"]))
         queues.append(batch_events(i, fate, key))
     for j in range(data.draw(st.integers(0, 4), label="files")):
-        queues.append(file_events(j, data.draw(st.booleans())))
+        queues.append(file_events(j, data.draw(st.booleans()), data.draw(st.booleans())))
     log: list[Event] = []
     while queues:  # interleave the streams, each in its own order
         q = queues[data.draw(st.integers(0, len(queues) - 1))]
@@ -105,32 +129,43 @@ def test_checkpoint_plus_catch_up_equals_full_replay(data: st.DataObject) -> Non
         queues = [q for q in queues if q]
 
     full = ReadModel()
-    for pos, (stream, type_, ev_data) in enumerate(log, start=1):
-        full.apply(stream, type_, ev_data, pos)
+    apply(full, log, 0, len(log))
 
     def loader(batch_id: str) -> d.BatchState | None:  # the stream, as the log has it
         return d.fold((t, e) for s_, t, e in log if s_ == "batch-" + batch_id)
 
     k = data.draw(st.integers(0, len(log)), label="checkpoint at")
-    partial = ReadModel()
-    partial.batches.loader = loader
-    for pos, (stream, type_, ev_data) in enumerate(log[:k], start=1):
-        partial.apply(stream, type_, ev_data, pos)
-    if data.draw(st.booleans(), label="evict terminal batches"):
-        partial.batches.evict(T0 + 10**6, 0)
+    m = data.draw(st.integers(k, len(log)), label="catalog committed at")
+    j = data.draw(st.integers(m, len(log)), label="died at")
     with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / catalogstore.NAME
+        partial = ReadModel(CatalogStore(path, fsync=False))
+        partial.batches.loader = loader
+        apply(partial, log, 0, k)
+        if data.draw(st.booleans(), label="evict terminal batches"):
+            partial.batches.evict(T0 + 10**6, 0)
         saved = checkpoint.save(Path(tmp), partial, fsync=False)
         assert saved == (k > 0)
-        restored = checkpoint.load(Path(tmp)) if saved else ReadModel()
-    assert restored is not None
-    assert restored.position == k
-    assert set(restored.batches.cold) == set(partial.batches.cold)
-    restored.batches.loader = loader
-    for pos, (stream, type_, ev_data) in enumerate(log[k:], start=k + 1):
-        restored.apply(stream, type_, ev_data, pos)
-    assert views(restored) == views(full)
+        apply(partial, log, k, m)
+        partial.catalog.commit(force=True)
+        apply(partial, log, m, j)
+        partial.catalog.db.close()  # died: what was applied after m is rolled back
+        if data.draw(st.booleans(), label="catalog lost"):
+            for f in Path(tmp).glob(catalogstore.NAME + "*"):
+                f.unlink()
+        catalog = CatalogStore(path, fsync=False)
+        restored = checkpoint.load(Path(tmp), len(log), catalog) or ReadModel(catalog)
+        restored.batches.loader = loader
+        start = restored.position
+        assert start in (k, 0)
+        # memory holds what the checkpoint held, not every batch ever made
+        assert set(restored.batches.hot) <= set(partial.batches.hot)
+        apply(restored, log, start, len(log))
+        assert views(restored) == views(full)
+        catalog.close()
     # the index of active batches is what a scan of every batch finds
-    scan = [k[2] for k in full._batch_keys if full.batches[k[2]].status in d.ACTIVE_STATUSES]
+    keys = sorted(full.catalog.batch_key(b)[1] for b in full.catalog.all_batch_ids())  # type: ignore[index]
+    scan = [k[2] for k in keys if full.batches[k[2]].status in d.ACTIVE_STATUSES]
     assert [b.id for b in full.active_batches()] == scan
     assert [b.id for b in restored.active_batches()] == scan
 
