@@ -15,6 +15,7 @@ harmless. It is a cache of the log: deleted or damaged, it is rebuilt by a full 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,11 @@ CREATE INDEX IF NOT EXISTS batches_by_tenant ON batches (tenant, created_at, seq
 """
 
 BatchKey = tuple[int, int, str]  # (created_at, position of BatchCreated, batch id)
+
+
+class CatalogFailed(Exception):
+    """A write to the catalog failed (a full disk): what was applied since the last
+    commit is rolled back, and the read model over it must be restored again."""
 
 
 class CatalogStore:
@@ -84,10 +90,14 @@ class CatalogStore:
     # -- writes: applied by the read model in log order, committed by its owner --------
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
-        if not self._dirty:
-            self.db.execute("BEGIN")
-            self._dirty = True
-        return self.db.execute(sql, args)
+        try:
+            if not self._dirty:
+                self.db.execute("BEGIN")
+                self._dirty = True
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise CatalogFailed(f"catalog write failed: {exc}") from exc
 
     def advance(self, position: int) -> bool:
         """Move to ``position``; False when the event there was applied already."""
@@ -102,17 +112,20 @@ class CatalogStore:
         if not self._dirty and not force:
             return
         self._write("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (self.position,))
-        self.db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('batch_count', ?)", (self.batch_count,)
-        )
-        self.db.execute("COMMIT")
+        self._write("INSERT OR REPLACE INTO meta VALUES ('batch_count', ?)", (self.batch_count,))
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise CatalogFailed(f"catalog commit failed: {exc}") from exc
         self._dirty = False
 
     def rollback(self) -> None:
         """Drop what was applied since the last commit (as a crash would)."""
         if self._dirty:
-            self.db.execute("ROLLBACK")
             self._dirty = False
+            with contextlib.suppress(sqlite3.Error):  # (sqlite may have rolled back already)
+                self.db.execute("ROLLBACK")
         self.position = self._meta("position", 0)
         self.batch_count = self._meta("batch_count", 0)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batches.admission import CreateRate, admission_order
+from batches.catalogstore import CatalogFailed
 from batches.core.ports import Clock, Ids, Page, RandomIds
 from batches.domain import catalog, decider, refusals
 from batches.domain import events as ev
@@ -76,35 +77,49 @@ class Coordination:
         config: CoreConfig | None = None,
         reopen: Callable[[], EventLog | None] | None = None,
         model: ReadModel | None = None,
+        restore: Callable[[int], ReadModel] | None = None,
     ) -> None:
         """`reopen` gives a fresh log after a failed write, or None while that cannot be
         had yet (the disk still full): until then every write is refused, nothing lost.
-        `model` is a read model restored from a checkpoint; the log's tail is replayed."""
+        `model` is a read model restored from a checkpoint; the log's tail is replayed.
+        `restore(head)` gives it again (after the catalog under it failed a write)."""
         self.log = log
         self.reopen = reopen
+        self.restore = restore or (lambda head: ReadModel())
+        self._model_lost = False  # the catalog failed a write: restore the model
         self.fault: str | None = None  # a failed log write, until the log is reopened
         self.files = files
         self.clock = clock
         self.ids: Ids = ids or RandomIds()
         self.config = config or CoreConfig()
-        self.model = model or ReadModel()
-        # Batches long terminal leave memory; a GET loads them from their stream.
-        self.model.batches.loader = lambda batch_id: state_as_of(self.log, batch_id)
+        self._use(model or ReadModel())
         self.create_rate = CreateRate(self.config.tenant_creates_per_minute)
         self.line_index = LineIndex()  # partial results: where each 1000th line is
         self.catch_up()
 
     # -- the log ---------------------------------------------------------------------
 
+    def _use(self, model: ReadModel) -> None:
+        self.model = model
+        # Batches long terminal leave memory; a GET loads them from their stream.
+        self.model.batches.loader = lambda batch_id: state_as_of(self.log, batch_id)
+
     def catch_up(self) -> None:
         """Fold every event appended since the last look (by anyone) into the read model."""
-        while True:
+        while not self._model_lost:  # (until restored, nothing more goes into the catalog)
             events = self.log.read_all(after=self.model.position, limit=CATCH_UP_PAGE)
             if not events:
                 return
-            for e in events:
-                self.model.apply(e.stream_id, e.type, e.data, e.position, e.version)
-            self.model.catalog.commit()
+            try:
+                for e in events:
+                    self.model.apply(e.stream_id, e.type, e.data, e.position, e.version)
+                self.model.catalog.commit()
+            except CatalogFailed as exc:
+                # Rolled back under a model that went on: writes are refused until the
+                # model is restored from the checkpoint and the catalog (`recover`).
+                self.fault, self._model_lost = str(exc), True
+                log.error("catalog write failed; refusing writes until it recovers: %s", exc)
+                raise StorageUnavailable(storage_message(self.fault)) from exc
 
     def _append(self, stream: str, events: list[ev.Event], decided_on: int) -> None:
         """Append at the version the decision was made on; refuse if the stream moved."""
@@ -135,6 +150,9 @@ class Coordination:
             return False
         log.warning("event log reopened after the fault (%s); writes accepted again", self.fault)
         self.log, self.fault = fresh, None
+        if self._model_lost:
+            self._use(self.restore(self.log.head()))
+            self._model_lost = False
         self.catch_up()
         self.repair()
         return True

@@ -145,6 +145,7 @@ def open_core(settings: Settings, checkpoints: Checkpoints) -> Coordination:
         clock=time.time,
         reopen=reopen,
         model=checkpoints.load(store.head()),
+        restore=checkpoints.load,
         config=CoreConfig.from_settings(settings),
     )
     return core

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from batches.catalogstore import CatalogFailed, CatalogStore
 from batches.core import Coordination, CoreConfig
 from batches.core.restarts import RestartBudget
 from batches.core.supervision import Supervision
@@ -23,6 +24,7 @@ from batches.domain.errors import (
     StorageUnavailable,
 )
 from batches.filestore import LocalFileStore
+from batches.readmodel import ReadModel
 from eventlog import EventStore, NewEvent, StoreFailed
 
 T0 = 1_700_000_000
@@ -321,6 +323,38 @@ def test_a_stale_files_writer_is_refused(world: World) -> None:
     assert [e.data["file_id"] for e in world.log.read(ev.FILES_STREAM)] == [file_id, file_id]
 
 
+def test_a_stale_idempotency_claim_writer_is_refused(world: World) -> None:
+    """Two coordinator incarnations (a zombie and its successor) claim keys: the one whose
+    view of the coordinator stream is stale writes nothing, neither claim nor batch."""
+    file_id = world.upload(world.core())
+    theirs = {
+        "tenant": "t",
+        "key": "k-other",
+        "digest": "d",
+        "batch_id": "batch_other",
+        "params": {},
+        "at": T0,
+    }
+    stale = world.core(SomeoneWritesFirst(world.log, NewEvent(ev.IDEMPOTENCY_KEY_CLAIMED, theirs)))
+    with pytest.raises(ConcurrentUpdate):
+        create(stale, file_id, key="k")
+    assert [e.data["key"] for e in world.log.read(ev.COORDINATOR_STREAM)] == ["k-other"]
+    assert world.log.streams(ev.BATCH_STREAM_PREFIX) == []
+    again = create(stale, file_id, key="k")  # it caught up: the retry is decided afresh
+    assert again["created"]
+    assert [e.data["key"] for e in world.log.read(ev.COORDINATOR_STREAM)] == ["k-other", "k"]
+
+
+def test_the_core_never_writes_a_stream_an_actor_owns(world: World) -> None:
+    core = world.core()
+    [a] = make_batches(world, core, 1)
+    world.clock.now = T0 + 86_400
+    assert core.expire_queued(running={a}) == []  # overdue, but its actor expires it
+    with pytest.raises(ValueError):
+        core.cancel_queued("t", a, running={a})
+    assert [e.type for e in world.log.read(ev.batch_stream(a))] == [ev.BATCH_CREATED]
+
+
 # -- a failed log write: refuse everything until the log is reopened ------------------------
 
 
@@ -433,3 +467,50 @@ def test_supervision_round_expires_queued_batches_and_files(world: World) -> Non
     # Past their 100 s: the spare file is gone, the input of b (still running) waits for it.
     listed = [f["id"] for f in core.list_files("t", None, None, 10, "desc")["data"]]
     assert spare not in listed and listed == [core.get_batch("t", b)["input_file_id"]]
+
+
+class CatalogOnAFullDisk(CatalogStore):
+    """A catalog (a real SQLite file) whose commits fail while the disk is `full`."""
+
+    full = False  # (the disk's: every instance's)
+
+    def commit(self, force: bool = False) -> None:
+        if self.full and self._dirty:
+            self.rollback()
+            raise CatalogFailed("catalog commit failed: database or disk is full")
+        super().commit(force)
+
+
+def test_a_failed_catalog_write_refuses_writes_until_the_model_is_restored(world: World) -> None:
+    path = world.root / "catalog.sqlite"
+
+    def restore(head: int) -> ReadModel:  # as at a start: the catalog from its file
+        return ReadModel(CatalogOnAFullDisk(path, fsync=False))
+
+    core = Coordination(
+        world.log,
+        world.files,
+        clock=world.clock,
+        ids=world.ids,
+        config=world.config,
+        model=restore(0),
+        reopen=lambda: None if CatalogOnAFullDisk.full else world.log,  # room again?
+        restore=restore,
+    )
+    kept = world.upload(core)
+    catalog = core.model.catalog
+    assert isinstance(catalog, CatalogOnAFullDisk)
+    CatalogOnAFullDisk.full = True
+    with pytest.raises(StorageUnavailable):
+        world.upload(core)  # its event is in the log; the catalog could not take it
+    assert core.health(())["status"] == "faulted"
+    with pytest.raises(StorageUnavailable):
+        create(core, kept)  # refused, nothing written
+    assert world.log.streams(ev.BATCH_STREAM_PREFIX) == []
+    assert not core.recover()  # the disk still full
+    CatalogOnAFullDisk.full = False
+    assert core.recover() and core.health(())["status"] == "ok"
+    assert core.model.catalog is not catalog  # restored over the catalog's file
+    listed = [f["id"] for f in core.list_files("t", None, None, 10, "asc")["data"]]
+    assert listed == [e.data["file_id"] for e in world.log.read(ev.FILES_STREAM)]
+    assert len(listed) == 2 and create(core, kept)["created"]
