@@ -61,6 +61,10 @@ class CatalogStore:
         )
         if path is not None:
             self.db.execute("PRAGMA journal_mode=WAL")
+            # Small, frequent transactions: keep the WAL file small (a full-disk floor is
+            # a few MiB), folded into the database every 256 pages.
+            self.db.execute("PRAGMA wal_autocheckpoint=256")
+            self.db.execute(f"PRAGMA journal_size_limit={1 << 20}")
             self.db.execute(f"PRAGMA synchronous={'NORMAL' if fsync else 'OFF'}")
         if self._meta("schema", SCHEMA) != SCHEMA:
             self.db.executescript(
