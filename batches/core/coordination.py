@@ -119,7 +119,7 @@ class Coordination:
                 # model is restored from the checkpoint and the catalog (`recover`).
                 self.fault, self._model_lost = str(exc), True
                 log.error("catalog write failed; refusing writes until it recovers: %s", exc)
-                raise StorageUnavailable(storage_message(self.fault)) from exc
+                raise refusals.storage_unavailable(self.fault) from exc
 
     def _append(self, stream: str, events: list[ev.Event], decided_on: int) -> None:
         """Append at the version the decision was made on; refuse if the stream moved."""
