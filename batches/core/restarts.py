@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from batches.domain import messages as msg
+
 MAX_DELAY_S = 60.0
 
 
@@ -33,7 +35,7 @@ class RestartBudget:
         if crashes <= self.max_restarts:
             return None
         self.crashes.pop(batch_id, None)
-        return f"The batch failed {crashes} times in a row and was stopped: {error[:300]}"
+        return msg.batch_gave_up(crashes, error)
 
     def delay(self, crashes: int) -> float:
         return min(self.base_s * 2 ** max(crashes - 1, 0), MAX_DELAY_S)

@@ -505,7 +505,7 @@ def _expire(s: BatchState, c: Expire) -> list[ev.Event]:
 def _give_up(s: BatchState, c: GiveUp) -> list[ev.Event]:
     if is_terminal(s.status):
         return []  # it ended after all
-    error = {"code": "batch_crashed", "message": c.message, "param": None, "line": None}
+    error = msg.error("batch_crashed", c.message)
     return [(ev.BATCH_FAILED, {"at": c.at, "errors": [error], "unfinished": unfinished_count(s)})]
 
 

@@ -223,6 +223,11 @@ def empty_file() -> Error:
     return error("empty_file", "The input file has no requests.", None)
 
 
+def batch_gave_up(crashes: int, error: str) -> str:
+    """The message of ``batch_crashed`` (its actor kept failing; batches/core/restarts.py)."""
+    return f"The batch failed {crashes} times in a row and was stopped: {error[:300]}"
+
+
 def bound_errors(errors: Iterable[Mapping[str, Any]]) -> list[Error]:
     """At most MAX_ERRORS entries and MAX_ERRORS_CHARS of messages; each message cut.
 
