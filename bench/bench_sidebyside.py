@@ -147,26 +147,46 @@ def _session_pids(sid: int) -> set[int]:
     return out
 
 
+def _ignores_sigchld(pid: int) -> bool:
+    """Whether the process ignores SIGCHLD (its children are reaped by the kernel)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGCHLD - 1)))
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 class TreeSampler:
     """RSS and CPU seconds of a server's whole process tree, sampled every ``interval`` s.
 
     CPU: the sum over live processes of their own and their reaped children's times,
-    plus the last seen times of processes that left without a parent in the tree to
-    reap them (so the total never goes back, and a worker that lived between two samples
-    is still counted through its parent)."""
+    plus the last seen times of processes that left without a parent of the tree that
+    waits for its children. The raylet ignores SIGCHLD (the kernel reaps its workers and
+    adds their time to nobody), so a Ray worker counts with its last sample: what it
+    used in its last <= 0.25 s is missed. Children of a parent that waits (serve's
+    gcs_server and raylet) count in full through the parent."""
 
     def __init__(self, pids: Callable[[], set[int]], label: Callable[[str], str]) -> None:
         self.pids, self.label = pids, label
         self.interval = 0.25
         self._procs: dict[int, psutil.Process] = {}
         self._last: dict[int, tuple[float, int]] = {}  # pid -> (cpu incl. children, ppid)
+        self._auto_reaps: set[int] = set()  # live pids that ignore SIGCHLD
         self._departed = 0.0
         self.cpu_total = 0.0
+        # for the breakdown: each process's own CPU (dead ones keep their last sample)
+        self.own: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
         self.rss_now = 0
         self.peak = 0
         self.peak_breakdown: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # sampling scans /proc: only while a workload runs on this server (see Window), so
+        # the idle servers' samplers do not take CPU from the one under test
+        self.active = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
 
     def start(self) -> TreeSampler:
@@ -180,6 +200,8 @@ class TreeSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            if not self.active.wait(self.interval):
+                continue
             with contextlib.suppress(Exception):
                 self.sample()
 
@@ -192,23 +214,39 @@ class TreeSampler:
                     p = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
                     with p.oneshot():
                         cpu, ppid = proc_cpu(p), p.ppid()
+                        t = p.cpu_times()
                         rss = p.memory_info().rss
                         cmd = " ".join(p.cmdline())
                 except (psutil.Error, OSError):
                     continue
                 seen[pid] = (cpu, ppid)
+                self.own[pid] = t.user + t.system
                 kind = self.label(cmd) if cmd.strip() else "exiting"
+                if kind != "exiting":
+                    self.kinds[pid] = kind
                 by_kind[kind] = by_kind.get(kind, 0) + rss
+            auto_reaps = {pid for pid in seen if _ignores_sigchld(pid)}
             for pid, (cpu, ppid) in self._last.items():
                 if pid not in seen:
                     self._procs.pop(pid, None)
-                    if ppid not in seen:  # nobody of ours reaped it: keep what we saw
+                    # no parent of ours waited for it (gone, or one that ignores SIGCHLD):
+                    # its time is nowhere else, keep what we saw last
+                    if ppid not in seen or ppid in self._auto_reaps or ppid in auto_reaps:
                         self._departed += cpu
-            self._last = seen
+            self._last, self._auto_reaps = seen, auto_reaps
             self.cpu_total = max(self.cpu_total, self._departed + sum(c for c, _ in seen.values()))
             self.rss_now = sum(by_kind.values())
             if self.rss_now > self.peak:
                 self.peak, self.peak_breakdown = self.rss_now, by_kind
+
+    def cpu_by_kind(self, since: dict[int, float]) -> dict[str, float]:
+        """Each kind's own CPU seconds since the ``own`` snapshot ``since``."""
+        with self._lock:
+            out: dict[str, float] = {}
+            for pid, cpu in self.own.items():
+                kind = self.kinds.get(pid, "exiting")
+                out[kind] = out.get(kind, 0.0) + cpu - since.get(pid, 0.0)
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.01}
 
     def reset_peak(self) -> None:
         with self._lock:
@@ -380,11 +418,14 @@ class Window:
         self.fake = psutil.Process(fake._proc.pid)
         self.me = psutil.Process()
         self.sampler.reset_peak()
+        self.sampler.active.set()
         self.t0, self.load0 = time.time(), os.getloadavg()[0]
         self.s0, self.f0 = self.sampler.cpu_total, proc_cpu(self.fake)
+        self.own0 = dict(self.sampler.own)
         self.m0, self.b0 = proc_cpu(self.me), machine_busy_s()
 
     def close(self, requests: int) -> dict[str, Any]:
+        self.sampler.active.clear()
         self.sampler.sample()
         wall = time.time() - self.t0
         server = self.sampler.cpu_total - self.s0
@@ -400,6 +441,9 @@ class Window:
             "bench_cpu_s": r2(bench),
             "others_cpu_s": r2(busy - server - fake - bench),
             "loadavg_1min_start_end": [round(self.load0, 2), round(os.getloadavg()[0], 2)],
+            # own CPU per kind of process (processes seen by the 0.25 s samples; a worker
+            # that lived between two samples is only in server_cpu_s, via its parent)
+            "server_cpu_s_by_kind": self.sampler.cpu_by_kind(self.own0),
             **self.sampler.memory(),
         }
 
