@@ -50,10 +50,6 @@ def result_file_id(batch_id: str, kind: str) -> str:
 
 
 class BatchActor:
-    # Group commit of outcomes: each append takes every outcome that arrived since the
-    # previous one, and appends start at most this often (one fdatasync per group).
-    COMMIT_GAP_S = 0.01
-
     def __init__(self, batch_id: str, settings: dict[str, Any]) -> None:
         self.settings = actor_settings(settings)
         self.batch_id = batch_id
@@ -278,7 +274,9 @@ class BatchActor:
                 if self.state.status in ("in_progress", "cancelling"):
                     events = decider.decide(self.state, decider.RecordOutcomes(tuple(group)))
                     await asyncio.to_thread(self._commit, events)
-            await asyncio.sleep(max(0.0, self.COMMIT_GAP_S - (time.monotonic() - started)))
+            # appends start at most every outcome_group_ms (one fdatasync per group)
+            gap = self.settings.outcome_group_ms / 1000.0
+            await asyncio.sleep(max(0.0, gap - (time.monotonic() - started)))
 
     async def _flush(self) -> None:
         """Wait until every outcome that arrived is in the log (or the recorder failed)."""

@@ -162,7 +162,7 @@ class Dispatcher:
             raise RuntimeError(f"no executor serves model {model!r}")
         # A Ray streaming generator: each group is an object as soon as it is yielded.
         refs = upstream.stream_chunk.options(num_returns="streaming").remote(
-            endpoint, model, items, batch_id
+            endpoint, model, items, batch_id, self.settings.outcome_group_ms / 2000.0
         )
         async for ref in refs:
             group: list[Outcome] = await ref

@@ -449,10 +449,6 @@ class UpstreamExecutor:
     named ``"default"``, else none, and unclaimed models get 404 ``model_not_found``).
     """
 
-    # A streamed group waits this long after its first outcome for others: one Ray object
-    # per ~group instead of per request, for a few ms of latency to the log.
-    STREAM_GROUP_S = 0.005
-
     def __init__(
         self,
         upstreams: list[dict[str, Any]],
@@ -496,14 +492,18 @@ class UpstreamExecutor:
         return await self.router.run_chunk(endpoint, model, items, batch_id)
 
     async def stream_chunk(
-        self, endpoint: str, model: str | None, items: list[WorkItem], batch_id: str
+        self,
+        endpoint: str,
+        model: str | None,
+        items: list[WorkItem],
+        batch_id: str,
+        group_s: float = 0.005,
     ) -> AsyncIterator[list[Outcome]]:
         """``run_chunk`` as a Ray streaming generator: each yield is a group of outcomes
-        that came back within ``STREAM_GROUP_S`` of each other, so the batch actor can
-        record them as they arrive instead of when the chunk's slowest request is back."""
-        async for group in self.router.stream_chunk(
-            endpoint, model, items, batch_id, self.STREAM_GROUP_S
-        ):
+        that came back within ``group_s`` of the group's first (one Ray object per group,
+        not per request), so the batch actor can record them as they arrive instead of
+        when the chunk's slowest request is back."""
+        async for group in self.router.stream_chunk(endpoint, model, items, batch_id, group_s):
             yield group
 
     async def stats(self) -> list[dict[str, Any]]:

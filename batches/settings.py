@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     tenant_max_stored_bytes: int = 10 * 2**30
     chunk_size: int = 16
     chunks_in_flight: int = 4
+    # Outcomes are appended as they come back, at most one append per this many ms per
+    # batch (a group commit: fewer fdatasyncs and Ray objects, a few ms later in the log).
+    outcome_group_ms: float = Field(default=10.0, ge=0)
     completion_window_s: int = 86_400  # "24h"; tests shorten it to see expiry
     idempotency_retention_s: int = 7 * 86_400
     # An upload of purpose "batch" without expires_after expires this long after it was
