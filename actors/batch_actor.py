@@ -66,6 +66,8 @@ class BatchActor:
         self._commit_lock = asyncio.Lock()
         self._arrived: list[Outcome] = []  # back from the executor, not yet in the log
         self._recorder: asyncio.Task[None] | None = None
+        self._unanswered = 0  # requests handed to an executor and not back yet
+        self._answered = asyncio.Event()  # some came back: room for another chunk?
 
     # -- the log -------------------------------------------------------------------
 
@@ -197,31 +199,41 @@ class BatchActor:
                 yield {"line": line, "custom_id": request["custom_id"], "body": request["body"]}
 
     async def _process(self) -> None:
-        """Send unfinished lines in chunks, a few chunks in flight, until done/cancel/expiry."""
+        """Send unfinished lines in chunks until done/cancel/expiry, with at most
+        chunk_size * chunks_in_flight requests unanswered: a new chunk goes out as soon as
+        that many have come back, not when a whole chunk is done (its slowest request)."""
         assert self.state.model is not None
         model, endpoint = self.state.model, self.state.endpoint
+        size = self.settings.chunk_size
+        budget = size * self.settings.chunks_in_flight
+        self._unanswered = 0
         in_flight: set[asyncio.Task[None]] = set()
         stop = asyncio.ensure_future(self._stop.wait())
         items = self._pending_items()
         exhausted = False
         try:
             while not exhausted or in_flight:
-                while not exhausted and len(in_flight) < self.settings.chunks_in_flight:
-                    chunk = [
-                        item
-                        for _, item in zip(range(self.settings.chunk_size), items, strict=False)
-                    ]
+                while not exhausted and self._unanswered + size <= budget:
+                    chunk = [item for _, item in zip(range(size), items, strict=False)]
                     if not chunk:
                         exhausted = True
                         break
+                    self._unanswered += len(chunk)
                     in_flight.add(asyncio.ensure_future(self._run_chunk(endpoint, model, chunk)))
                 if not in_flight:
                     break
                 timeout = max(0.0, self.state.expires_at - time.time())
-                done, _ = await asyncio.wait(
-                    in_flight | {stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done - {stop}:
+                self._answered.clear()
+                answered = asyncio.ensure_future(self._answered.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        in_flight | {stop, answered},
+                        timeout=timeout,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    answered.cancel()
+                for task in done - {stop, answered}:
                     in_flight.discard(task)
                     task.result()
                 if self._recorder is not None and self._recorder.done():
@@ -240,9 +252,12 @@ class BatchActor:
         try:
             stream = self.dispatcher.stream_chunk(endpoint, model, chunk, self.batch_id)
             async for group in stream:
+                before = len(left)
                 for outcome in group:
                     left.pop(outcome["line"], None)
                 self._record(group)
+                self._unanswered -= before - len(left)
+                self._answered.set()
         except Exception as exc:  # the executor itself failed: the lines fail, the batch goes on
             log.exception("chunk failed in the executor")
             now = time.time()
@@ -258,6 +273,8 @@ class BatchActor:
                     for item in left.values()
                 ]
             )
+            self._unanswered -= len(left)
+            self._answered.set()
 
     def _record(self, outcomes: list[Outcome]) -> None:
         self._arrived.extend(outcomes)

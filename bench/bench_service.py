@@ -210,9 +210,19 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+# switches the fake keeps across runs (its reset() clears them): --upstream-latency-ms
+FAKE_SWITCHES: dict[str, Any] = {}
+
+
+def reset_fake(fake: FakeUpstream) -> None:
+    fake.reset()
+    if FAKE_SWITCHES:
+        fake.configure(**FAKE_SWITCHES)
+
+
 def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
     load0 = loadavg()
-    fake.reset()
+    reset_fake(fake)
     assert fake._proc is not None
     me, upstream = psutil.Process(), psutil.Process(fake._proc.pid)
     c0, u0 = sum(me.cpu_times()[:2]), sum(upstream.cpu_times()[:2])
@@ -238,7 +248,7 @@ def run_direct(fake: FakeUpstream, n: int, concurrency: int) -> dict[str, Any]:
     result["fake_capacity_one_core_requests_per_s"] = round(sent / fake_s, 1) if fake_s else None
     result["upstream_view"] = upstream_view(fake)
     result["loadavg_1min_before_after"] = [load0, loadavg()]
-    fake.reset()
+    reset_fake(fake)
     return result
 
 
@@ -675,7 +685,7 @@ def run_batchlog(
     profile_gil: bool = False,
     idle_gets: int = 200,
 ) -> dict[str, Any]:
-    fake.reset()
+    reset_fake(fake)
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     svc = Service(tmp / "data", {"BATCHLOG_UPSTREAM": fake.url, **env})
     t = time.perf_counter()
@@ -923,6 +933,9 @@ def main(argv: list[str] | None = None) -> None:
         "--extra-batches", type=int, default=5, help="small batches created during the run"
     )
     p.add_argument("--extra-lines", type=int, default=10)
+    p.add_argument(
+        "--upstream-latency-ms", type=float, default=0.0, help="the fake upstream's latency"
+    )
     p.add_argument("--extra-every-s", type=float, default=3.0)
     p.add_argument("--timeout-s", type=float, default=1800.0)
     p.add_argument(
@@ -961,7 +974,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"machine: {result['machine_before']['uptime']}", flush=True)
 
-    with FakeUpstream() as fake:
+    if args.upstream_latency_ms:
+        FAKE_SWITCHES["latency_ms"] = args.upstream_latency_ms
+    with FakeUpstream(**FAKE_SWITCHES) as fake:
         if args.sweep:
             result["sweep"] = sweep(args, fake)
             default_json = OUT_DIR / "service-sweep.json"
