@@ -50,24 +50,52 @@ def result_file_id(batch_id: str, kind: str) -> str:
 
 
 class BatchActor:
-    def __init__(self, batch_id: str, settings: dict[str, Any]) -> None:
+    """Runs one batch at a time. Kept between batches (`actors/runners.py`): `run` and
+    `cancel` name the batch, and an idle actor (`batch_id` None here, or its last batch
+    finished) adopts it from the log; so does a new incarnation after a crash."""
+
+    def __init__(self, batch_id: str | None, settings: dict[str, Any]) -> None:
         self.settings = actor_settings(settings)
-        self.batch_id = batch_id
-        self.stream = batch_stream(batch_id)
         # with PostgreSQL, appends pause (reconnecting) while the database is away
         self.store: EventLog = open_event_log(self.settings, retry_for=ACTOR_RETRY_S)
         self.files: FileStore = open_file_store(self.settings)
         self.dispatcher = Dispatcher(self.settings)
+        self.batch_id = ""  # none yet
+        self._task: asyncio.Task[dict[str, Any]] | None = None
+        if batch_id is not None:
+            self._adopt(batch_id)
+
+    def _adopt(self, batch_id: str) -> None:
+        self.batch_id = ""  # until its state is loaded: a failed load holds nothing
+        self.stream = batch_stream(batch_id)
         self.state = self._load()
+        self.batch_id = batch_id
         self._snapshot_version = self.state.version
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[dict[str, Any]] | None = None
+        self._task = None
         # one append at a time: each carries the version we hold
         self._commit_lock = asyncio.Lock()
         self._arrived: list[Outcome] = []  # back from the executor, not yet in the log
         self._recorder: asyncio.Task[None] | None = None
         self._unanswered = 0  # requests handed to an executor and not back yet
         self._answered = asyncio.Event()  # some came back: room for another chunk?
+
+    def _hold(self, batch_id: str | None) -> None:
+        """Make `batch_id` this actor's batch, unless it is running another one."""
+        if batch_id is None or batch_id == self.batch_id:
+            if not self.batch_id:
+                raise LookupError("this batch actor holds no batch")
+            return
+        if self._task is not None and not self._task.done():
+            raise RuntimeError(f"batch actor busy with {self.batch_id}, asked for {batch_id}")
+        self._adopt(batch_id)
+
+    def current(self) -> str | None:
+        """The batch this actor holds now; None when idle (a coordinator that Ray
+        restarted asks, to join running batches instead of starting them twice)."""
+        if not self.batch_id or (self._task is not None and self._task.done()):
+            return None
+        return self.batch_id
 
     # -- the log -------------------------------------------------------------------
 
@@ -82,7 +110,7 @@ class BatchActor:
             state = decider.fold(((e.type, e.data) for e in events), state)
             start = events[-1].version + 1
         if state is None:
-            raise LookupError(f"batch {self.batch_id} has no events")
+            raise LookupError(f"stream {self.stream} has no events")
         return state
 
     def _commit(self, events: Events) -> None:
@@ -104,13 +132,18 @@ class BatchActor:
 
     # -- commands from the coordinator ---------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
-        """Drive the batch to a terminal status. Safe to call again (Ray retries it)."""
+    async def run(self, batch_id: str | None = None) -> dict[str, Any]:
+        """Drive the batch to a terminal status. Safe to call again (Ray retries it).
+        `reconstructed`: Ray restarted this actor once (then it is not kept)."""
+        self._hold(batch_id)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        return await asyncio.shield(self._task)
+        result = await asyncio.shield(self._task)
+        reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        return {**result, "reconstructed": reconstructed}
 
-    async def cancel(self) -> dict[str, Any]:
+    async def cancel(self, batch_id: str | None = None) -> dict[str, Any]:
+        self._hold(batch_id)
         async with self._commit_lock:  # not beside an append of outcomes
             try:
                 self._commit(decider.decide(self.state, decider.Cancel(at=int(time.time()))))
@@ -384,15 +417,15 @@ class BatchActor:
 BatchActorRemote = ray.remote(BatchActor)
 
 
-def batch_actor_options(settings: Settings, batch_id: str) -> dict[str, Any]:
-    """How the coordinator starts a batch's actor."""
+def batch_actor_options(settings: Settings, name: str) -> dict[str, Any]:
+    """How the coordinator starts a batch actor (`actors/runners.py` names it)."""
     return {
-        "name": names.batch_actor(batch_id),
+        "name": name,
         "namespace": settings.namespace,
         "get_if_exists": True,
         # Not owned by the coordinator: a coordinator crash must not stop running
         # batches (owned actors die with their owner). The new coordinator finds it by
-        # name and `run` joins its task; it is killed once terminal.
+        # name (`Runners.discover`) and `run` joins its task.
         "lifetime": "detached",
         # Bounded: a batch that kills its process every time must end (failed), not
         # loop; the coordinator counts what Ray gives up on.

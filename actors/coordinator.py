@@ -12,7 +12,6 @@ back as data (`actors.results`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
@@ -21,10 +20,11 @@ from typing import Any
 import ray
 
 from actors import names
-from actors.batch_actor import BatchActorRemote, batch_actor_options, let_go_of_finished
+from actors.batch_actor import let_go_of_finished
 from actors.dbpassword import actor_settings
 from actors.dispatch import Dispatcher
 from actors.results import error_result, is_error
+from actors.runners import Runners
 from batches.core.restarts import RestartBudget
 from batches.core.storage import Checkpoints, Upkeep, open_core
 from batches.core.supervision import Supervision
@@ -80,6 +80,7 @@ class Coordinator:
         self.sup = Supervision(self.core, budget)
         self.upkeep = Upkeep(self.settings, self.checkpoints)
         self.dispatcher = Dispatcher(self.settings)
+        self.runners = Runners(self.settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started: asyncio.Task[dict[str, Any]] | None = None
 
@@ -94,6 +95,9 @@ class Coordinator:
         summary = self.sup.start(self.settings.orphan_file_grace_s)
         await self.dispatcher.cached_models(max_age_s=0.0)
         let_go_of_finished(self.settings.namespace, self.core.model.batches)
+        # Batches whose actors outlived the previous incarnation: join their runs.
+        for batch_id, handle in (await self.runners.discover()).items():
+            self._run(batch_id, handle)
         self._admit()
         self._spawn(self._supervise())
         return summary
@@ -117,24 +121,27 @@ class Coordinator:
                 log.exception("supervision round failed")
 
     def _admit(self) -> None:
-        """Start an actor for each batch the core admits (it picks which and in what order)."""
+        """Give each batch the core admits (it picks which and in what order) an actor:
+        a kept idle one if there is one (`actors/runners.py`)."""
         for batch_id in self.sup.to_start():
-            options = batch_actor_options(self.settings, batch_id)
-            handle = BatchActorRemote.options(**options).remote(  # type: ignore[attr-defined]
-                batch_id, self.settings.actor_args()
-            )
-            self.sup.started(batch_id, handle)
-            self._spawn(self._run_batch(batch_id, handle))
+            self._run(batch_id, self.runners.take())
+        self.runners.settle(busy=len(self.sup.running))
+
+    def _run(self, batch_id: str, handle: Any) -> None:
+        self.sup.started(batch_id, handle)
+        self._spawn(self._run_batch(batch_id, handle))
 
     async def _run_batch(self, batch_id: str, handle: Any) -> None:
         error: Exception | None = None
+        reusable = False
         try:
-            await handle.run.remote()
+            result = await handle.run.remote(batch_id)
+            reusable = not result.get("reconstructed", True)
         except Exception as exc:
             error = exc
         finally:
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)  # before its stream goes back to the core
+            # Kept or killed before its stream goes back to the core.
+            self.runners.give_back(handle, reusable)
         self.sup.ended(batch_id, error)
         self._admit()
 
@@ -176,7 +183,7 @@ class Coordinator:
         if handle is None:
             self._admit()  # a cancelling batch is admitted first, to write its files
         else:
-            result: dict[str, Any] = await handle.cancel.remote()
+            result: dict[str, Any] = await handle.cancel.remote(batch_id)
             if is_error(result):
                 return result
         return self.core.get_batch(tenant, batch_id, self.sup.running)

@@ -6,3 +6,8 @@ UPSTREAM = "batchlog-upstream"
 
 def batch_actor(batch_id: str) -> str:
     return f"batchlog-batch-{batch_id}"
+
+
+def runner(suffix: str) -> str:
+    """A batch actor kept between batches (`actors/runners.py`)."""
+    return f"batchlog-runner-{suffix}"

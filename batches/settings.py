@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # upstream.
     executor_resources: dict[str, float] = Field(default_factory=dict)
     batch_restart_backoff_s: float = 2.0
+    # Idle batch actors kept started, so a new batch need not wait for a Ray worker to
+    # start (~1 s, ~1 CPU-s); each costs one idle worker's memory (actors/runners.py).
+    batch_actor_spares: int = 1
     # Per tenant (429 with Retry-After beyond them; 0 turns one off).
     tenant_max_queued_batches: int = 1_000
     tenant_creates_per_minute: float = 600.0
