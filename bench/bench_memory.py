@@ -1,0 +1,156 @@
+"""Memory of `batchlog serve`'s whole process tree, by kind of process, and what one
+running batch costs; before/after side by side (issue 14).
+
+    nice .venv/bin/python bench/bench_memory.py                     # this checkout
+    git archive OLD | tar -x -C /tmp/batchlog-base
+    nice .venv/bin/python bench/bench_memory.py --baseline-dir /tmp/batchlog-base --rounds 2
+
+For each server, in turn (rounds interleave them): start it against the fake upstream,
+let it settle ``--settle-s``, then record the tree's RSS and PSS (PSS counts pages shared
+between processes once: Ray's workers share the interpreter and libraries) per kind of
+process; then run one batch of ``--lines`` lines and record the tree's peak RSS while it
+runs (the cost of one running batch), then two at once. The tree is the server's session
+and its descendants (bench_sidebyside.Server), kinds as bench_service.kind_of.
+Results: bench/out/memory.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from batches.testing import FakeUpstream  # noqa: E402
+from bench.bench_service import chat_lines, kind_of  # noqa: E402
+from bench.bench_sidebyside import MIB, Server, batchlog_server  # noqa: E402
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def tree_by_kind(srv: Server) -> dict[str, Any]:
+    rss: dict[str, float] = {}
+    pss: dict[str, float] = {}
+    procs: list[dict[str, Any]] = []
+    for pid in sorted(srv.pids()):
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                cmd = " ".join(p.cmdline())
+                r = p.memory_info().rss
+                s = p.memory_full_info().pss
+        except (psutil.Error, OSError):
+            continue
+        if not cmd.strip():
+            continue
+        kind = kind_of(cmd)
+        rss[kind] = rss.get(kind, 0) + r / MIB
+        pss[kind] = pss.get(kind, 0) + s / MIB
+        procs.append({"kind": kind, "title": cmd[:60], "rss_mib": round(r / MIB, 1)})
+    return {
+        "rss_mib": round(sum(rss.values()), 1),
+        "pss_mib": round(sum(pss.values()), 1),
+        "processes": len(procs),
+        "rss_by_kind_mib": {k: round(v, 1) for k, v in sorted(rss.items(), key=lambda kv: -kv[1])},
+        "pss_by_kind_mib": {k: round(v, 1) for k, v in sorted(pss.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def run_batches(srv: Server, lines: int, count: int, timeout: float) -> dict[str, Any]:
+    """`count` batches of `lines` lines at once; the tree's peak RSS until all end."""
+    assert srv.sampler is not None
+    client = srv.client()
+    f = client.files.create(file=("in.jsonl", io.BytesIO(chat_lines(lines))), purpose="batch")
+    srv.sampler.reset_peak()
+    t0 = time.perf_counter()
+    ids = [
+        client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id
+        for _ in range(count)
+    ]
+    deadline = time.monotonic() + timeout
+    left = set(ids)
+    while left and time.monotonic() < deadline:
+        left = {b for b in left if client.batches.retrieve(b).status not in TERMINAL}
+        time.sleep(0.1)
+    mem = srv.sampler.memory()
+    return {
+        "batches": count,
+        "lines": lines,
+        "all_terminal_s": round(time.perf_counter() - t0, 2),
+        "unfinished": len(left),
+        **mem,
+    }
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--baseline-dir", type=Path, default=None)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--settle-s", type=float, default=10.0)
+    p.add_argument("--lines", type=int, default=3000)
+    p.add_argument("--timeout-s", type=float, default=300.0)
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "memory.json")
+    args = p.parse_args(argv)
+    sources = {"batchlog": ROOT}
+    if args.baseline_dir is not None:
+        sources["baseline"] = args.baseline_dir.resolve()
+    out: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "loadavg_before": os.getloadavg(),
+        "runs": {name: [] for name in sources},
+    }
+    with FakeUpstream() as fake:
+        for rnd in range(args.rounds):
+            for name, src in sources.items():
+                srv = batchlog_server(name, src, fake.url)
+                try:
+                    startup = srv.start()
+                    time.sleep(args.settle_s)
+                    res: dict[str, Any] = {"round": rnd + 1, "startup_s": round(startup, 1)}
+                    res["idle"] = tree_by_kind(srv)
+                    res["one_batch"] = run_batches(srv, args.lines, 1, args.timeout_s)
+                    res["two_batches"] = run_batches(srv, args.lines, 2, args.timeout_s)
+                    time.sleep(args.settle_s)
+                    res["idle_after"] = tree_by_kind(srv)
+                finally:
+                    srv.stop()
+                out["runs"][name].append(res)
+                idle, after = res["idle"], res["idle_after"]
+                print(
+                    f"[{rnd + 1}] {name}: idle RSS {idle['rss_mib']} MiB (PSS {idle['pss_mib']}, "
+                    f"{idle['processes']} processes); one batch peak "
+                    f"{res['one_batch']['peak_rss_mib']}, two {res['two_batches']['peak_rss_mib']};"
+                    f" idle after {after['rss_mib']} (PSS {after['pss_mib']})\n"
+                    f"    idle RSS by kind: {idle['rss_by_kind_mib']}",
+                    flush=True,
+                )
+    out["loadavg_after"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1))
+    print(f"load average before {out['loadavg_before']}, after {out['loadavg_after']}")
+
+
+if __name__ == "__main__":
+    main()
