@@ -234,7 +234,8 @@ class TreeSampler:
                     if ppid not in seen or ppid in self._auto_reaps or ppid in auto_reaps:
                         self._departed += cpu
             self._last, self._auto_reaps = seen, auto_reaps
-            self.cpu_total = max(self.cpu_total, self._departed + sum(c for c, _ in seen.values()))
+            # no clamp: a drop would mean time counted nowhere, and must show
+            self.cpu_total = self._departed + sum(c for c, _ in seen.values())
             self.rss_now = sum(by_kind.values())
             if self.rss_now > self.peak:
                 self.peak, self.peak_breakdown = self.rss_now, by_kind
