@@ -26,7 +26,7 @@ from actors.dbpassword import actor_settings
 from actors.dispatch import Dispatcher
 from actors.results import ERROR_KEY, error_result, is_error, raise_if_error
 from batches.backends import ACTOR_RETRY_S, open_event_log, open_file_store
-from batches.domain import decider
+from batches.domain import decider, line_errors
 from batches.domain import messages as msg
 from batches.domain.errors import DomainError
 from batches.domain.events import batch_stream
@@ -300,7 +300,7 @@ class BatchActor:
                         item,
                         started_at=now,
                         finished_at=now,
-                        error={"code": "executor_error", "message": str(exc)[:500]},
+                        error=line_errors.executor_error(f"{type(exc).__name__}: {exc}"),
                         request_id=self._request_id(item["line"]),
                     )
                     for item in left.values()

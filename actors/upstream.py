@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import ray
 
+from batches.domain import line_errors
 from batches.domain.executor import (
     LineError,
     Outcome,
@@ -227,7 +228,7 @@ class HttpUpstream:
         try:
             payload = orjson.dumps(item["body"])
         except (KeyError, TypeError) as e:
-            failure: LineError = {"code": "upstream_error", "message": f"cannot encode body: {e}"}
+            failure = line_errors.body_not_encodable(f"{type(e).__name__}: {e}")
             return make_outcome(
                 item, started_at=started_at, finished_at=time.time(), error=failure, attempts=0
             )
@@ -265,15 +266,15 @@ class HttpUpstream:
                         content = await _read_capped(r, limit)
                         status = r.status
                         retry_after = r.headers.get("retry-after")
-                except ResponseTooLarge as e:
-                    error = {"code": "upstream_response_too_large", "message": str(e)}
+                except ResponseTooLarge:
+                    error = line_errors.upstream_response_too_large(limit)
                     final = True
                 except TimeoutError as e:  # aiohttp's connect/read timeouts are TimeoutErrors
-                    error = {"code": "upstream_timeout", "message": _describe(e, url)}
+                    error = line_errors.upstream_timeout(url, _describe(e))
                 except (ClientConnectorError, InvalidURL) as e:
-                    error = {"code": "upstream_unreachable", "message": _describe(e, url)}
+                    error = line_errors.upstream_unreachable(url, _describe(e))
                 except ClientError as e:  # dropped connections, protocol errors
-                    error = {"code": "upstream_error", "message": _describe(e, url)}
+                    error = line_errors.upstream_connection_failed(url, _describe(e))
                 finally:
                     self.inflight -= 1
             if status is not None:
@@ -285,16 +286,11 @@ class HttpUpstream:
                     body, ok = _parse_body(content)
                     status_code = status
                     if 200 <= status < 300 and not ok:
-                        outcome_error = {
-                            "code": "upstream_error",
-                            "message": "the upstream answered with a body that is not a JSON object",
-                        }
+                        outcome_error = line_errors.upstream_not_a_json_object()
                     break
             elif final or attempt >= policy.max_attempts:
-                if attempt > 1:
-                    assert error is not None
-                    error["message"] += f" (after {attempt} attempts)"
-                outcome_error = error
+                assert error is not None
+                outcome_error = line_errors.after_attempts(error, attempt) if attempt > 1 else error
                 break
             delay = backoff_delay(policy, attempt, retry_after, _rng.random(), now=time.time())
             await asyncio.sleep(delay)
@@ -335,9 +331,9 @@ def _ssl_context() -> ssl.SSLContext:
         return ssl.create_default_context()
 
 
-def _describe(e: Exception, url: str) -> str:
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text} ({url})"
+def _describe(e: Exception) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # --- routing --------------------------------------------------------------------------

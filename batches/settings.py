@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     max_requests_per_batch: int = 50_000
     max_json_body_bytes: int = 1 * 2**20
     max_inflight_requests: int = 512
-    # Open connections uvicorn serves at once; beyond it new ones get 503 (docs/security.md).
+    # Open connections served at once; while more are open, requests get 503 `overloaded`
+    # from the gate, and their connection is closed (docs/security.md).
     max_connections: int = 1024
     # A request body must keep arriving: at most this long between two chunks, and after
     # the first body_timeout_s at least body_min_bytes_per_s on average, else 408.

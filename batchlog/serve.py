@@ -12,10 +12,12 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import ray
 import uvicorn
+from fastapi import FastAPI
 
 from actors import dbpassword
 from actors.coordinator import COORDINATOR_NAME as COORDINATOR
@@ -144,6 +146,24 @@ def start_local_models(settings: Settings) -> ModelStatus | None:
     return pool.status  # type: ignore[no-any-return]
 
 
+def make_server(
+    settings: Settings, build: Callable[[Callable[[], int]], FastAPI]
+) -> uvicorn.Server:
+    """uvicorn serving ``build(open_connections)``: the app's gate refuses requests while
+    more than ``max_connections`` connections are open, in OpenAI's envelope (uvicorn's
+    own ``limit_concurrency`` answers a plain-text 503, so it is not set)."""
+    server: uvicorn.Server | None = None
+
+    def open_connections() -> int:
+        return len(server.server_state.connections) if server is not None else 0
+
+    app = build(open_connections)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    )
+    return server
+
+
 def serve(settings: Settings) -> None:
     check_exposure(settings)
     if settings.facade_only and settings.ray_address is None:
@@ -159,15 +179,18 @@ def serve(settings: Settings) -> None:
             # Held for the server's life: Ray ends an actor once no handle to it is left.
             sender = start_webhooks(settings)
             models = start_local_models(settings)
-        app = create_app(settings, RayBatchService(coordinator), model_status=models)
-        app.state.webhooks = sender
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            # Connections beyond this get 503 from uvicorn before any app code runs.
-            limit_concurrency=settings.max_connections,
-        )
+        service = RayBatchService(coordinator)
+
+        def build(open_connections: Callable[[], int]) -> FastAPI:
+            app = create_app(
+                settings, service, model_status=models, open_connections=open_connections
+            )
+            app.state.webhooks = sender
+            return app
+
+        server = make_server(settings, build)
+        server.run()
+        if not server.started:  # as uvicorn.run: the port was taken, say
+            raise SystemExit(3)
     finally:
         ray.shutdown()

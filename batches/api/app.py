@@ -25,12 +25,14 @@ def create_app(
     service: BatchService,
     file_store: FileStore | None = None,
     model_status: ModelStatus | None = None,
+    open_connections: Callable[[], int] | None = None,
 ) -> FastAPI:
     """The façade over `service` (`actors.gateway.RayBatchService` in `batchlog serve`).
 
     Uploads are written to `file_store` (default: the settings' store, local or
     PostgreSQL) before the
-    service records them; downloads stream from it."""
+    service records them; downloads stream from it. ``open_connections`` is the HTTP
+    server's count of open connections: over ``max_connections`` the gate answers 503."""
     app = FastAPI(
         title="batchlog",
         version="0.1.0",
@@ -41,7 +43,7 @@ def create_app(
     app.state.model_status = model_status
     app.state.files = file_store or open_file_store(settings)
     errors.install(app)
-    app.add_middleware(Gate, settings=settings)
+    app.add_middleware(Gate, settings=settings, open_connections=open_connections)
     for module in (files, batches, live, models):
         app.include_router(module.router)
 

@@ -1,8 +1,10 @@
 """The gate every HTTP request passes before a route reads a byte of its body.
 
-In this order: the Host header (DNS rebinding), the API key, the media type, the
-declared size, then the in-flight count (backpressure), so an unauthenticated or
-oversize request costs a header parse and never holds a slot. The body must then keep
+In this order: the open connections (uvicorn's own limit answers in plain text, so the
+gate keeps it, in OpenAI's envelope), the Host header (DNS rebinding), the API key, the
+media type, the declared size, then the in-flight count (backpressure), so a flood of
+connections costs a counter read, and an unauthenticated or oversize request costs a
+header parse and never holds a slot. The body must then keep
 arriving at a minimum rate, so slow clients cannot hold slots either
 (docs/security.md). Plain ASGI: BaseHTTPMiddleware costs a task group per request.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,9 +67,16 @@ def host_name(header: str) -> str:
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        open_connections: Callable[[], int] | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
+        # The server's count of open connections, this one's included (serve.py).
+        self.open_connections = open_connections
         self.keys = KeyRing(settings.api_keys)
         self.hosts = trusted_hosts(settings)
         self.in_flight = 0
@@ -74,6 +84,12 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if (
+            self.open_connections is not None
+            and self.open_connections() > self.settings.max_connections
+        ):
+            await respond(refusals.too_many_connections())(scope, receive, send)
             return
         try:
             tenant = self._admit(scope)

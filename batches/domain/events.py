@@ -198,9 +198,15 @@ def usage_from_body(endpoint: str, body: Mapping[str, Any] | None) -> UsageData:
 
 
 def is_success(outcome: Mapping[str, Any]) -> bool:
-    """A 2xx status with a body is a success; anything else is a failure."""
+    """A 2xx status with a body and no error is a success; anything else is a failure
+    (a 2xx whose body was not a JSON object carries an error: it goes to the error file)."""
     status = outcome.get("status_code")
-    return type(status) is int and 200 <= status < 300 and isinstance(outcome.get("body"), dict)
+    return (
+        type(status) is int
+        and 200 <= status < 300
+        and isinstance(outcome.get("body"), dict)
+        and not outcome.get("error")
+    )
 
 
 def outcome_event(endpoint: str, outcome: Mapping[str, Any]) -> Event:

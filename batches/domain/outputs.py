@@ -6,18 +6,20 @@ Successes go to the output file, failures (and unfinished lines) to the error fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
 
+from batches.domain import line_errors
 from batches.domain.events import is_success
+from batches.domain.executor import LineError
 
-__all__ = ["UNFINISHED_MESSAGES", "encode_line", "is_success", "output_line", "unfinished_line"]
+__all__ = ["encode_line", "is_success", "output_line", "unfinished_line"]
 
-UNFINISHED_MESSAGES: dict[str, str] = {
-    "batch_expired": "This request could not be executed before the completion window expired.",
-    "batch_cancelled": "This request could not be executed before the batch was cancelled.",
+UNFINISHED: dict[str, Callable[[], LineError]] = {
+    "batch_expired": line_errors.batch_expired,
+    "batch_cancelled": line_errors.batch_cancelled,
 }
 
 
@@ -68,7 +70,7 @@ def unfinished_line(
         "id": request_id,
         "custom_id": custom_id,
         "response": None,
-        "error": {"code": reason, "message": UNFINISHED_MESSAGES[reason]},
+        "error": UNFINISHED[reason](),
     }
 
 

@@ -45,6 +45,16 @@ def overloaded() -> Refused:
     return Refused(503, "The server is overloaded; retry later.", code="overloaded")
 
 
+def too_many_connections() -> Refused:
+    """More connections open than ``max_connections``: answered, then closed."""
+    return Refused(
+        503,
+        "The server has too many open connections; retry later.",
+        code="overloaded",
+        headers={"connection": "close"},
+    )
+
+
 def upload_not_multipart() -> Refused:
     return Refused(415, "Uploads must be multipart/form-data.", code="unsupported_media_type")
 

@@ -214,7 +214,10 @@ def test_cancel_mid_batch_keeps_partial_results(service: Service, upstream: Fake
     assert sorted(ids) == sorted(f"c-{i}" for i in range(300))  # each exactly once
     assert outputs, "partial results are kept"
     cancelled = [e for e in errors if e["error"] and e["error"]["code"] == "batch_cancelled"]
-    assert cancelled
+    assert cancelled and all(e["response"] is None for e in cancelled)
+    assert {e["error"]["message"] for e in cancelled} == {
+        "This request could not be executed before the batch was cancelled."
+    }
     assert done.request_counts.completed == len(outputs)
     assert done.request_counts.completed + done.request_counts.failed == 300
 

@@ -38,6 +38,9 @@ def test_expiry_reports_unfinished_lines(
     assert done.expired_at is not None
     expired = [e for e in errors if e["error"] and e["error"]["code"] == "batch_expired"]
     assert expired and all(e["response"] is None for e in expired)
+    assert {e["error"]["message"] for e in expired} == {
+        "This request could not be executed before the completion window expired."
+    }
     ids = sorted(line["custom_id"] for line in outputs + errors)
     assert ids == sorted(f"e-{i}" for i in range(200))
     assert done.request_counts.completed == len(outputs)

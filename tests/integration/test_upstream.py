@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import re
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 
 from actors.upstream import HttpUpstream, UpstreamConfig, UpstreamExecutor, UpstreamRouter
+from batches.domain.events import outcome_event
 from batches.domain.retry import RetryPolicy, backoff_delay
 from batches.testing import FakeUpstream
 
@@ -192,6 +195,11 @@ def test_timeouts_retried_then_upstream_timeout(fake_upstream: FakeUpstream) -> 
     )
     assert out["status_code"] is None and out["body"] is None
     assert out["error"]["code"] == "upstream_timeout"
+    message = out["error"]["message"]
+    assert message.startswith(
+        f"The upstream did not answer in time ({fake_upstream.url}/chat/completions): "
+    ), message
+    assert "TimeoutError" in message and message.endswith(" (after 2 attempts)"), message
     assert out["attempts"] == 2
     assert [e["fault"] for e in log_for(fake_upstream, "req-0")] == ["timeout", "timeout"]
 
@@ -215,14 +223,25 @@ def test_dropped_connections_exhausted(fake_upstream: FakeUpstream) -> None:
     [out] = run_chunk(fake_upstream.url, "/v1/chat/completions", items(1))
     assert out["status_code"] is None
     assert out["error"]["code"] == "upstream_error"
+    message = out["error"]["message"]
+    assert message.startswith(
+        f"The connection to the upstream failed ({fake_upstream.url}/chat/completions): "
+    ), message
+    assert message.endswith(f" (after {FAST.max_attempts} attempts)"), message
     assert out["attempts"] == FAST.max_attempts
     assert len(log_for(fake_upstream, "req-0")) == FAST.max_attempts
 
 
 def test_connection_refused_is_unreachable() -> None:
-    [out] = run_chunk(closed_port_url(), "/v1/chat/completions", items(1))
+    url = closed_port_url()
+    [out] = run_chunk(url, "/v1/chat/completions", items(1))
     assert out["status_code"] is None and out["body"] is None
     assert out["error"]["code"] == "upstream_unreachable"
+    message = out["error"]["message"]
+    assert message.startswith(
+        f"The upstream could not be reached ({url}/chat/completions): ClientConnectorError"
+    ), message
+    assert message.endswith(f" (after {FAST.max_attempts} attempts)"), message
     assert out["attempts"] == FAST.max_attempts
 
 
@@ -351,7 +370,10 @@ def test_an_oversize_upstream_answer_fails_its_request_once(fake_upstream: FakeU
             await up.aclose()
 
     (outcome,) = asyncio.run(main())
-    assert outcome["error"]["code"] == "upstream_response_too_large", outcome
+    assert outcome["error"] == {
+        "code": "upstream_response_too_large",
+        "message": "The upstream's response is larger than the limit of 64 bytes; it was not read.",
+    }
     assert outcome["attempts"] == 1 and outcome["status_code"] is None
 
 
@@ -368,3 +390,52 @@ def test_stream_chunk_gives_outcomes_as_they_come_back(fake_upstream: FakeUpstre
     groups = with_upstream(fake_upstream.url, go)
     assert groups[0] == ["req-1"]
     assert sorted(x for g in groups[1:] for x in g) == ["req-0", "req-2"]
+
+
+def test_a_body_that_cannot_be_encoded_fails_without_a_request(
+    fake_upstream: FakeUpstream,
+) -> None:
+    """JSON allows integers beyond 64 bits; orjson cannot send them: the line fails."""
+    fake_upstream.reset()
+    [out] = run_chunk(fake_upstream.url, "/v1/chat/completions", items(1, {**CHAT, "seed": 2**70}))
+    assert out["error"] == {
+        "code": "upstream_error",
+        "message": "The request body cannot be encoded as JSON: TypeError: "
+        "Integer exceeds 64-bit range",
+    }
+    assert (out["status_code"], out["attempts"]) == (None, 0)
+    assert log_for(fake_upstream, "req-0") == []
+
+
+class _NotJson(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b"<html>a proxy's page</html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_2xx_answer_that_is_not_a_json_object_is_an_error() -> None:
+    """A real HTTP server answering 200 with HTML (a misconfigured proxy, say)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotJson)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        [out] = run_chunk(url, "/v1/chat/completions", items(1))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["status_code"] == 200
+    assert out["error"] == {
+        "code": "upstream_error",
+        "message": "The upstream answered with a body that is not a JSON object.",
+    }
+    assert out["body"] == {"error": {"message": "<html>a proxy's page</html>"}}
+    assert outcome_event("/v1/chat/completions", out)[0] == "RequestFailed"  # the error file
