@@ -2,11 +2,12 @@
 
 The rules live in `batches.core` (`Coordination`: the use cases; `Supervision`: which
 batches run, back-off and give-up, who owns a batch stream). This actor holds what only
-Ray can: batch actor handles (started, awaited, killed), the executors' model list, the
-periodic tasks, and its own life cycle (Ray restarts it after a crash; it rebuilds from
-the log and resumes every batch that is not terminal). The core is synchronous, so
-concurrent creates with one key cannot interleave on this event loop. Domain errors go
-back as data (`actors.results`).
+Ray can: the supervision's `Launch` port (a kept or new batch actor, `actors/runners.py`,
+its run awaited, the actor given back), the executors' model list, the periodic tasks,
+and its own life cycle (Ray restarts it after a crash; it rebuilds from the log, joins
+the runs of batch actors that outlived it and resumes every other batch that is not
+terminal). The core is synchronous, so concurrent creates with one key cannot interleave
+on this event loop. Domain errors go back as data (`actors.results`).
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ def returns_errors(
     return wrapper
 
 
-def use_case(name: str, running: bool = False) -> Callable[..., Awaitable[Any]]:
-    """An actor method running the core's use case `name` (`running` appended)."""
+def use_case(name: str, of: str = "core") -> Callable[..., Awaitable[Any]]:
+    """An actor method running use case `name` of the core (or of its supervision: those
+    that depend on which batches run)."""
 
     async def method(self: Coordinator, *args: Any) -> Any:
-        call = getattr(self.core, name)
-        return call(*args, self.sup.running) if running else call(*args)
+        return getattr(getattr(self, of), name)(*args)
 
     method.__name__ = method.__qualname__ = name
     return returns_errors(method)
@@ -74,13 +75,13 @@ class Coordinator:
         self.settings = actor_settings(settings)
         self.checkpoints = Checkpoints(self.settings)
         self.core = open_core(self.settings, self.checkpoints)
+        self.runners = Runners(self.settings)
         budget = RestartBudget(
             self.settings.batch_max_restarts, self.settings.batch_restart_backoff_s
         )
-        self.sup = Supervision(self.core, budget)
+        self.sup = Supervision(self.core, budget, self._launch, settle=self.runners.settle)
         self.upkeep = Upkeep(self.settings, self.checkpoints)
         self.dispatcher = Dispatcher(self.settings)
-        self.runners = Runners(self.settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started: asyncio.Task[dict[str, Any]] | None = None
 
@@ -97,8 +98,9 @@ class Coordinator:
         let_go_of_finished(self.settings.namespace, self.core.model.batches)
         # Batches whose actors outlived the previous incarnation: join their runs.
         for batch_id, handle in (await self.runners.discover()).items():
-            self._run(batch_id, handle)
-        self._admit()
+            self.sup.adopt(batch_id, handle)
+            self._spawn(self._run(batch_id, handle))
+        self.sup.admit()
         self._spawn(self._supervise())
         return summary
 
@@ -113,25 +115,20 @@ class Coordinator:
             await asyncio.sleep(1.0)
             rounds += 1
             try:
-                if self.sup.round():
-                    self._admit()
+                self.sup.round()
                 if rounds % UPKEEP_EVERY_ROUNDS == 0:
                     await self.upkeep.run(self.core)
             except Exception:  # keep supervising whatever one round hit
                 log.exception("supervision round failed")
 
-    def _admit(self) -> None:
-        """Give each batch the core admits (it picks which and in what order) an actor:
-        a kept idle one if there is one (`actors/runners.py`)."""
-        for batch_id in self.sup.to_start():
-            self._run(batch_id, self.runners.take())
-        self.runners.settle(busy=len(self.sup.running))
+    def _launch(self, batch_id: str) -> Any:
+        """The supervision's `Launch` port: a kept idle batch actor if there is one (else
+        a new one), and a task awaiting its run."""
+        handle = self.runners.take()
+        self._spawn(self._run(batch_id, handle))
+        return handle
 
-    def _run(self, batch_id: str, handle: Any) -> None:
-        self.sup.started(batch_id, handle)
-        self._spawn(self._run_batch(batch_id, handle))
-
-    async def _run_batch(self, batch_id: str, handle: Any) -> None:
+    async def _run(self, batch_id: str, handle: Any) -> None:
         error: Exception | None = None
         reusable = False
         try:
@@ -143,50 +140,30 @@ class Coordinator:
             # Kept or killed before its stream goes back to the core.
             self.runners.give_back(handle, reusable)
         self.sup.ended(batch_id, error)
-        self._admit()
 
     @returns_errors
     async def model_owners(self) -> dict[str, str]:
         return await self.dispatcher.cached_models(max_age_s=30.0)
 
-    # -- use cases: the core's, answered with the running set where it matters ------
-
     register_file = use_case("register_file")
     get_file = use_case("get_file")
     list_files = use_case("list_files")
     delete_file = use_case("delete_file")
-    get_batch = use_case("get_batch", running=True)
-    list_batches = use_case("list_batches", running=True)
+    create_batch = use_case("create_batch", of="sup")  # Ray retries it with the same batch id
+    get_batch = use_case("get_batch", of="sup")
+    list_batches = use_case("list_batches", of="sup")
     batch_events = use_case("batch_events")
     batch_results = use_case("batch_results")
-    health = use_case("health", running=True)
-
-    @returns_errors
-    async def create_batch(
-        self,
-        tenant: str,
-        params: dict[str, Any],
-        idempotency_key: str | None,
-        batch_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Returns {"batch": wire, "created": bool}. `batch_id` is minted by the caller,
-        so a call Ray retries after a coordinator crash finds the batch it made."""
-        result = self.core.create_batch(tenant, params, idempotency_key, self.sup.running, batch_id)
-        if result["created"]:
-            self._admit()
-            result["batch"] = self.core.get_batch(tenant, result["batch"]["id"], self.sup.running)
-        return result
+    health = use_case("health", of="sup")
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
         handle = self.sup.cancel(tenant, batch_id)
-        if handle is None:
-            self._admit()  # a cancelling batch is admitted first, to write its files
-        else:
+        if handle is not None:  # running: its actor owns the stream and cancels
             result: dict[str, Any] = await handle.cancel.remote(batch_id)
             if is_error(result):
                 return result
-        return self.core.get_batch(tenant, batch_id, self.sup.running)
+        return self.sup.get_batch(tenant, batch_id)
 
     def data_dir(self) -> str:
         return str(self.settings.data_dir.resolve())

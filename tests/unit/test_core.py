@@ -404,8 +404,20 @@ class StoreFailedInTheActor(Exception):
         return "RayTaskError(StoreFailed('No space left on device'))"
 
 
+class Launches:
+    """The `Launch` port: records which batches were started, hands back a handle."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def __call__(self, batch_id: str) -> str:
+        self.started.append(batch_id)
+        return f"handle-{batch_id}"
+
+
 def supervision(world: World, core: Coordination, max_restarts: int = 1) -> Supervision:
-    return Supervision(core, RestartBudget(max_restarts, base_s=2.0), monotonic=world.clock)
+    budget = RestartBudget(max_restarts, base_s=2.0)
+    return Supervision(core, budget, launch=Launches(), monotonic=world.clock)
 
 
 def test_supervision_starts_what_fits_and_takes_a_stream_back_when_a_run_ends(
@@ -415,19 +427,33 @@ def test_supervision_starts_what_fits_and_takes_a_stream_back_when_a_run_ends(
     a, b, c = make_batches(world, core, 3)
     sup = supervision(world, core)
     assert sup.start(orphan_grace_s=0) == {"batches": 3, "active": 3}
-    for batch_id in sup.to_start():
-        sup.started(batch_id, f"handle-{batch_id}")
-    assert set(sup.running) == {a, b} and sup.to_start() == []
+    assert sup.admit() == [a, b] and sup.launch.started == [a, b]  # type: ignore[attr-defined]
+    assert sup.admit() == []  # no free slot
+    assert sup.get_batch("t", c)["queue_position"] == 1
     # A running batch is its actor's to cancel: the core writes nothing.
     assert sup.cancel("t", a) == f"handle-{a}"
     assert [e.type for e in world.log.read(ev.batch_stream(a))] == [ev.BATCH_CREATED]
     # A queued one is the core's: cancelled here, and admitted first when a slot frees.
     assert sup.cancel("t", c) is None
-    assert core.get_batch("t", c, sup.running)["status"] == "cancelling"
+    assert sup.get_batch("t", c)["status"] == "cancelling"
     assert sup.ended(b) is None
-    assert sup.to_start() == [c]
+    assert set(sup.running) == {a, c}
     with pytest.raises(NotFound):
         sup.cancel("other-tenant", c)
+
+
+def test_a_create_is_admitted_at_once_and_answered_as_it_stands(world: World) -> None:
+    world.config = CoreConfig(max_active_batches=1)
+    core = world.core()
+    sup = supervision(world, core)
+    file_id = world.upload(core)
+    first = sup.create_batch("t", {**PARAMS, "input_file_id": file_id}, None)["batch"]
+    second = sup.create_batch("t", {**PARAMS, "input_file_id": file_id}, None)["batch"]
+    assert "queue_position" not in first and first["id"] in sup.running  # started
+    assert second["queue_position"] == 1 and second["id"] not in sup.running
+    listed = sup.list_batches("t", None, 10)["data"]
+    assert [b.get("queue_position") for b in listed] == [1, None]
+    assert sup.health()["running"] == [first["id"]]
 
 
 def test_supervision_backs_off_then_gives_up_and_storage_faults_do_not_count(
@@ -436,37 +462,37 @@ def test_supervision_backs_off_then_gives_up_and_storage_faults_do_not_count(
     core = world.core()
     [a] = make_batches(world, core, 1)
     sup = supervision(world, core, max_restarts=1)
-    sup.started(a, "h1")
+    assert sup.admit() == [a]
     assert sup.ended(a, RuntimeError("actor died")) is None  # first failure: back off 2 s
-    assert sup.to_start() == []
+    assert a not in sup.running
     world.clock.now += 2
-    assert sup.to_start() == [a]
+    assert sup.admit() == [a]
     for _ in range(3):  # a full disk is the store's fault: backs off, never gives up
-        sup.started(a, "h")
         assert sup.ended(a, StoreFailedInTheActor()) is None
         world.clock.now += 60
-    sup.started(a, "h2")
+        assert sup.admit() == [a]
     reason = sup.ended(a, RuntimeError("actor died again"))
     assert reason is not None and "2 times" in reason
     batch = core.get_batch("t", a)
     assert batch["status"] == "failed" and batch["errors"]["data"][0]["code"] == "batch_crashed"
-    assert sup.to_start() == []  # never a loop
+    world.clock.now += 60
+    assert sup.admit() == []  # never a loop
 
 
 def test_supervision_round_expires_queued_batches_and_files(world: World) -> None:
-    world.config = CoreConfig(batch_file_ttl_s=100)
+    world.config = CoreConfig(batch_file_ttl_s=100, max_active_batches=1)
     core = world.core()
     a, b = make_batches(world, core, 2)
     spare = world.upload(core)
     sup = supervision(world, core)
-    sup.started(b, "hb")
-    world.clock.now = T0 + 86_400
+    assert sup.admit() == [a]
+    world.clock.now = T0 + 86_400 + 1  # both windows over (b was created a second later)
     assert sup.round()
-    assert core.get_batch("t", a)["status"] == "expired"
-    assert core.get_batch("t", b, sup.running)["status"] == "validating"  # its actor's to expire
-    # Past their 100 s: the spare file is gone, the input of b (still running) waits for it.
+    assert core.get_batch("t", b)["status"] == "expired"
+    assert core.get_batch("t", a, sup.running)["status"] == "validating"  # its actor's to expire
+    # Past their 100 s: the spare file is gone, the input of a (still running) waits for it.
     listed = [f["id"] for f in core.list_files("t", None, None, 10, "desc")["data"]]
-    assert spare not in listed and listed == [core.get_batch("t", b)["input_file_id"]]
+    assert spare not in listed and listed == [core.get_batch("t", a)["input_file_id"]]
 
 
 class CatalogOnAFullDisk(CatalogStore):
