@@ -482,7 +482,11 @@ def poll_until_terminal(
                 return batch, latencies, first, errors
         now = time.time()
         if now - last_change > stall_s or now - start > timeout_s:
-            seen = {"status": last[0] if last else None, "request_counts": last[1:]}
+            seen = {
+                "status": last[0] if last else None,
+                "completed_failed": last[1:],
+                "get_errors": errors,  # GETs that failed or timed out (120 s)
+            }
             raise Hung(f"batch {batch_id}: no progress for {now - last_change:.0f} s", seen)
         time.sleep(max(0.0, period - (time.perf_counter() - t0)))
 
@@ -913,7 +917,7 @@ def main(argv: list[str] | None = None) -> None:
                         try:
                             res = run_workload(wl, srv, fake, args)
                         except Hung as exc:
-                            res = {"status": "hung", "error": str(exc), **exc.seen,
+                            res = {"status": "hung", "error": str(exc), "last_seen": exc.seen,
                                    "log_tail": srv.log_tail(3000)}  # fmt: skip
                         except Exception as exc:  # recorded; the run goes on
                             res = {"status": "failed", "error": repr(exc)[:2000],
