@@ -72,6 +72,7 @@ def run_batches(srv: Server, lines: int, count: int, timeout: float) -> dict[str
     client = srv.client()
     f = client.files.create(file=("in.jsonl", io.BytesIO(chat_lines(lines))), purpose="batch")
     srv.sampler.reset_peak()
+    srv.sampler.active.set()  # it samples only while a workload runs
     t0 = time.perf_counter()
     ids = [
         client.batches.create(
@@ -84,6 +85,8 @@ def run_batches(srv: Server, lines: int, count: int, timeout: float) -> dict[str
     while left and time.monotonic() < deadline:
         left = {b for b in left if client.batches.retrieve(b).status not in TERMINAL}
         time.sleep(0.1)
+    srv.sampler.active.clear()
+    srv.sampler.sample()
     mem = srv.sampler.memory()
     return {
         "batches": count,
