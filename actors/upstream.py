@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import ray
 
-from batches.domain import line_errors
+from batches.domain import line_errors, request_errors
 from batches.domain.executor import (
     LineError,
     Outcome,
     WorkItem,
-    error_envelope,
     make_outcome,
     rejected_outcomes,
 )
@@ -340,12 +339,8 @@ def _describe(e: Exception) -> str:
 
 
 def _model_not_found(model: str | None, items: list[WorkItem]) -> list[Outcome]:
-    body = error_envelope(
-        f"The model `{model}` is not served by any configured upstream.",
-        param="model",
-        code="model_not_found",
-    )
-    return rejected_outcomes(items, 404, body, at=time.time(), attempts=0)
+    err = request_errors.no_upstream_for_model(model)
+    return rejected_outcomes(items, err.status_code, err.body(), at=time.time(), attempts=0)
 
 
 class UpstreamRouter:

@@ -21,6 +21,7 @@ from typing import Any
 from actors.local.decoding import BatchDecoder, DecoderLoop, Generation, Sampling
 from actors.local.requests import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
+    COMPLETIONS_ENDPOINT,
     RequestError,
     _usage,
     chat_messages,
@@ -134,7 +135,9 @@ class ChatEngine:
 
     def completion_sequences(self, body: Mapping[str, Any]) -> list[tuple[list[int], Sampling]]:
         prompts = completion_prompts(body)
-        params = sampling_params(body, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS)
+        params = sampling_params(
+            body, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS, endpoint=COMPLETIONS_ENDPOINT
+        )
         out = []
         for p in prompts:
             tokens = (

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.local.requests import RequestError
+from batches.domain import request_errors
 
 # Tokens that one decode call may carry (decode tokens + prompt pieces).
 BATCH_TOKENS = 512
@@ -147,16 +148,11 @@ class BatchDecoder:
 
     def _check(self, prompt: list[int]) -> None:
         if not prompt:
-            raise RequestError("the prompt is empty", param="prompt")
+            raise request_errors.empty_prompt()
         if len(prompt) >= self.n_ctx:
-            raise RequestError(
-                f"Requested tokens ({len(prompt)}) exceed context window of {self.n_ctx}",
-                code="context_length_exceeded",
-            )
+            raise request_errors.context_length_exceeded(self.n_ctx, len(prompt))
         if any(t < 0 or t >= self.n_vocab for t in prompt):
-            raise RequestError(
-                f"token ids in 'prompt' must be below {self.n_vocab}", param="prompt"
-            )
+            raise request_errors.token_out_of_vocabulary(self.n_vocab)
 
     def cancel(self, fut: Future[Generation]) -> None:
         """Stop a sequence: it leaves the batch at the next step, its slot is refilled."""

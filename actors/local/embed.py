@@ -20,8 +20,8 @@ from actors.local.requests import (
     _b64_floats,
     _json_body,
     embedding_inputs,
-    error_body,
 )
+from batches.domain import request_errors
 
 
 class EmbedEngine:
@@ -93,8 +93,8 @@ class EmbedEngine:
                     )
                     status = 200
                 else:
-                    out_body = error_body(failure, type="server_error", code="internal_error")
-                    status = 500
+                    broke = request_errors.model_failed_on_request(failure)
+                    out_body, status = broke.body(), broke.status_code
                 pos += len(ts)
                 outcomes[idx] = make_outcome(
                     items[idx],

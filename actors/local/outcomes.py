@@ -9,14 +9,15 @@ from typing import Any
 
 from actors.local.requests import RequestError
 from batches.domain import executor
-from batches.domain.executor import Outcome, WorkItem, make_outcome
+from batches.domain.executor import LineError, Outcome, WorkItem, make_outcome
 
 __all__ = ["Outcome", "WorkItem", "failed_outcomes", "make_outcome", "rejected_outcomes"]
 
 
-def failed_outcomes(items: Iterable[Any], code: str, message: str) -> list[Outcome]:
-    """One transport-style failure (``status_code: None``) per item."""
-    return executor.failed_outcomes(items, code, message, at=time.time())
+def failed_outcomes(items: Iterable[Any], error: LineError) -> list[Outcome]:
+    """One transport-style failure (``status_code: None``) per item; ``error`` from
+    ``batches.domain.line_errors``."""
+    return executor.failed_outcomes(items, error["code"], error["message"], at=time.time())
 
 
 def rejected_outcomes(items: Iterable[Any], err: RequestError) -> list[Outcome]:

@@ -33,10 +33,10 @@ from actors.local.requests import (
     EMBED_MODEL_ID,
     LOCAL_MODELS,
     MODEL_ENDPOINTS,
-    RequestError,
     endpoint_error,
 )
 from actors.local.supervisor import FAILED, ModelSupervisorActor
+from batches.domain import line_errors, request_errors
 
 
 @dataclass
@@ -214,26 +214,16 @@ class LocalModelPool:
         if not items:
             return []
         if model not in self._config:
-            return rejected_outcomes(
-                items,
-                RequestError(
-                    f"The model '{model}' does not exist or you do not have access to it.",
-                    param="model",
-                    code="model_not_found",
-                    status_code=404,
-                ),
-            )
+            return rejected_outcomes(items, request_errors.model_not_found(model))
         if endpoint not in MODEL_ENDPOINTS[model]:
             return rejected_outcomes(items, endpoint_error(model, endpoint))
-        failure = ""
+        last_death: str | None = None
         for attempt in range(1, self.chunk_attempts + 1):
             replicas = await self._replicas(model)
             if model in self._failed:
-                return failed_outcomes(
-                    items, "model_failed", f"model {model} failed: {self._failed[model]}"
-                )
+                return failed_outcomes(items, line_errors.model_failed(model, self._failed[model]))
             if not replicas:
-                failure = f"no replica of {model} became ready"
+                last_death = None
                 self._live.pop(model, None)
                 continue
             rep = min(replicas, key=lambda r: (r.outstanding, r.dispatched))
@@ -246,14 +236,16 @@ class LocalModelPool:
                 ray.cancel(ref)  # the replica drops the chunk's sequences
                 raise
             except ray.exceptions.RayActorError as e:
-                failure = f"model replica {rep.index} of {model} failed (attempt {attempt}): {e}"
+                last_death = f"replica {rep.index}: {type(e).__name__}: {e}"
                 info = await self.supervisor.replica_died.remote(
                     model, rep.index, rep.generation, str(e)
                 )
                 self._take(model, info)
                 continue
             except ray.exceptions.RayError as e:
-                return failed_outcomes(items, "executor_error", f"{type(e).__name__}: {e}")
+                return failed_outcomes(
+                    items, line_errors.executor_error(f"{type(e).__name__}: {e}")
+                )
             finally:
                 rep.outstanding -= len(items)
             if attempt > 1:
@@ -261,10 +253,10 @@ class LocalModelPool:
                     o["attempts"] = attempt
             return outs
         if model in self._failed:
-            return failed_outcomes(
-                items, "model_failed", f"model {model} failed: {self._failed[model]}"
-            )
-        outs = failed_outcomes(items, "replica_failed", failure)
+            return failed_outcomes(items, line_errors.model_failed(model, self._failed[model]))
+        outs = failed_outcomes(
+            items, line_errors.replica_failed(model, self.chunk_attempts, last_death)
+        )
         for o in outs:
             o["attempts"] = self.chunk_attempts
         return outs

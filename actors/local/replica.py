@@ -41,8 +41,8 @@ from actors.local.requests import (
     default_embedding_model_dir,
     default_gguf_path,
     endpoint_error,
-    error_body,
 )
+from batches.domain import line_errors, request_errors
 
 # Sequences decoded together per chat replica, and the KV cells they share.
 DEFAULT_PARALLEL = 8
@@ -140,9 +140,7 @@ class LocalModelServer:
         self.last_batch_id = batch_id
         if self.load_error is not None:
             return failed_outcomes(
-                items,
-                "model_load_failed",
-                f"model {self.model_id} could not be loaded: {self.load_error}",
+                items, line_errors.model_load_failed(self.model_id, self.load_error)
             )
         if endpoint not in MODEL_ENDPOINTS.get(self.model_id, ()):
             return rejected_outcomes(items, endpoint_error(self.model_id, endpoint))
@@ -186,10 +184,8 @@ class LocalModelServer:
                 else:
                     done_at = max(g.finished_at for g in res)
             if failure is not None and error is None:
-                out: dict[str, Any] = error_body(
-                    failure, type="server_error", code="internal_error"
-                )
-                status = 500
+                broke = request_errors.model_failed_on_request(failure)
+                out, status = broke.body(), broke.status_code
             elif error is not None:
                 out, status = error.body(), error.status_code
             else:

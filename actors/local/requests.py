@@ -1,7 +1,8 @@
 """What the embedded models accept: model ids, endpoints, and OpenAI request bodies parsed.
 
 Pure functions over JSON values (no llama.cpp, no torch, no Ray): a request the models
-cannot serve as given raises ``RequestError``, which becomes an HTTP-style 4xx outcome.
+cannot serve as given raises a ``RequestError`` worded in ``batches.domain.request_errors``,
+which becomes an HTTP-style 4xx outcome.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from batches.domain import request_errors as rejects
 from batches.domain.errors import error_envelope
+from batches.domain.request_errors import RequestError
+
+__all__ = ["RequestError"]  # with the names below; its cases are in request_errors
 
 CHAT_MODEL_ID = "smollm2-135m-instruct"
 EMBED_MODEL_ID = "all-minilm-l6-v2"
@@ -84,29 +89,6 @@ def default_embedding_model_dir() -> Path:
 # --------------------------------------------------------------------------- errors, outcomes
 
 
-class RequestError(Exception):
-    """A request the model cannot serve as given: becomes an HTTP-style 4xx outcome."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = "invalid_request",
-        status_code: int = 400,
-        type: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-        self.status_code = status_code
-        self.type = type
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, type=self.type, param=self.param, code=self.code)
-
-
 # OpenAI's error envelope: the project's one builder.
 error_body = error_envelope
 
@@ -127,9 +109,9 @@ def _opt_int(body: Mapping[str, Any], name: str, *, minimum: int | None = None) 
     if v is None:
         return None
     if not _is_int(v):
-        raise RequestError(f"'{name}' must be an integer, got {type(v).__name__}", param=name)
+        raise rejects.wrong_type(name, "an integer", v)
     if minimum is not None and v < minimum:
-        raise RequestError(f"'{name}' must be at least {minimum}, got {v}", param=name)
+        raise rejects.below_minimum(name, minimum, v)
     return int(v)
 
 
@@ -138,9 +120,11 @@ def _opt_number(body: Mapping[str, Any], name: str, default: float, lo: float, h
     if v is None:
         return default
     if not _is_number(v):
-        raise RequestError(f"'{name}' must be a number, got {type(v).__name__}", param=name)
-    if not lo <= v <= hi:
-        raise RequestError(f"'{name}' must be between {lo:g} and {hi:g}, got {v}", param=name)
+        raise rejects.wrong_type(name, "a number", v)
+    if v < lo:
+        raise rejects.below_minimum(name, lo, v)
+    if v > hi:
+        raise rejects.above_maximum(name, hi, v)
     return float(v)
 
 
@@ -152,12 +136,14 @@ def _stop(body: Mapping[str, Any]) -> list[str]:
         return [v] if v else []
     if isinstance(v, list) and all(isinstance(s, str) for s in v):
         if len(v) > 4:
-            raise RequestError("'stop' accepts at most 4 sequences", param="stop")
+            raise rejects.array_too_long("stop", 4, len(v))
         return [s for s in v if s]
-    raise RequestError("'stop' must be a string or a list of strings", param="stop")
+    raise rejects.wrong_type("stop", "a string or an array of strings", v)
 
 
-def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None) -> dict[str, Any]:
+def sampling_params(
+    body: Mapping[str, Any], default_max_tokens: int | None, endpoint: str = CHAT_ENDPOINT
+) -> dict[str, Any]:
     """The OpenAI sampling parameters of a chat or completions body, as llama.cpp kwargs.
 
     Honoured: ``max_completion_tokens`` (wins over ``max_tokens``), ``max_tokens``,
@@ -165,9 +151,7 @@ def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None) -> 
     ``frequency_penalty``. Anything else is ignored, except ``stream: true`` (refused).
     """
     if body.get("stream") not in (None, False):
-        raise RequestError(
-            "streaming is not supported in a batch", param="stream", code="streaming_unsupported"
-        )
+        raise rejects.streaming_unsupported(endpoint)
     max_tokens = _opt_int(body, "max_tokens", minimum=1)
     max_completion = _opt_int(body, "max_completion_tokens", minimum=1)
     if max_completion is not None:
@@ -194,22 +178,19 @@ def chat_messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     """``messages`` as ``[{"role", "content": str}]``; text content parts are joined."""
     msgs = body.get("messages")
     if msgs is None:
-        raise RequestError(
-            "'messages' is a required property", param="messages", code="missing_required_parameter"
-        )
-    if not isinstance(msgs, list) or not msgs:
-        raise RequestError("'messages' must be a non-empty array", param="messages")
+        raise rejects.missing("messages")
+    if not isinstance(msgs, list):
+        raise rejects.wrong_type("messages", "an array", msgs)
+    if not msgs:
+        raise rejects.empty_array("messages")
     out: list[dict[str, str]] = []
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise RequestError(f"'{where}' must be an object", param=where)
+            raise rejects.wrong_type(where, "an object", m)
         role = m.get("role")
         if not isinstance(role, str) or role not in _ROLES:
-            raise RequestError(
-                f"'{where}.role' must be one of {sorted(_ROLES)}, got {role!r}",
-                param=f"{where}.role",
-            )
+            raise rejects.not_one_of(f"{where}.role", role, sorted(_ROLES))
         content = m.get("content")
         if content is None:
             text = ""
@@ -219,21 +200,15 @@ def chat_messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
             parts: list[str] = []
             for j, p in enumerate(content):
                 if not isinstance(p, dict) or p.get("type") != "text":
-                    raise RequestError(
-                        f"'{where}.content[{j}]': only text content parts are supported",
-                        param=f"{where}.content",
-                    )
+                    raise rejects.only_text_content(f"{where}.content[{j}]")
                 t = p.get("text")
                 if not isinstance(t, str):
-                    raise RequestError(
-                        f"'{where}.content[{j}].text' must be a string", param=f"{where}.content"
-                    )
+                    raise rejects.wrong_type(f"{where}.content[{j}].text", "a string", t)
                 parts.append(t)
             text = "".join(parts)
         else:
-            raise RequestError(
-                f"'{where}.content' must be a string or an array of content parts",
-                param=f"{where}.content",
+            raise rejects.wrong_type(
+                f"{where}.content", "a string or an array of content parts", content
             )
         out.append({"role": "system" if role == "developer" else role, "content": text})
     return out
@@ -243,9 +218,7 @@ def completion_prompts(body: Mapping[str, Any]) -> list[str | list[int]]:
     """``prompt`` as a list of prompts (a string, strings, a token array, token arrays)."""
     p = body.get("prompt")
     if p is None:
-        raise RequestError(
-            "'prompt' is a required property", param="prompt", code="missing_required_parameter"
-        )
+        raise rejects.missing("prompt")
     if isinstance(p, str):
         return [p]
     if isinstance(p, list) and p:
@@ -255,56 +228,42 @@ def completion_prompts(body: Mapping[str, Any]) -> list[str | list[int]]:
             return [list(p)]
         if all(isinstance(s, list) and s and all(_is_int(t) and t >= 0 for t in s) for s in p):
             return [list(s) for s in p]
-    raise RequestError(
-        "'prompt' must be a string, an array of strings, or an array of token ids",
-        param="prompt",
-    )
+    raise rejects.wrong_type("prompt", "a string, an array of strings, or an array of token ids", p)
 
 
 def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
     v = body.get("input")
     if v is None:
-        raise RequestError(
-            "'input' is a required property", param="input", code="missing_required_parameter"
-        )
+        raise rejects.missing("input")
     texts = [v] if isinstance(v, str) else v
-    if not isinstance(texts, list) or not texts or not all(isinstance(s, str) for s in texts):
-        raise RequestError(
-            "'input' must be a non-empty string or an array of strings "
-            "(token arrays are not supported by this model)",
-            param="input",
-        )
+    if not isinstance(texts, list) or not all(isinstance(s, str) for s in texts):
+        # token arrays are valid on OpenAI; this model takes text only
+        raise rejects.wrong_type("input", "a string or an array of strings", v)
+    if not texts:
+        raise rejects.empty_array("input")
     if len(texts) > MAX_EMBEDDING_INPUTS:
-        raise RequestError(f"'input' may hold at most {MAX_EMBEDDING_INPUTS} items", param="input")
-    if any(not s for s in texts):
-        raise RequestError("'input' cannot contain an empty string", param="input")
+        raise rejects.array_too_long("input", MAX_EMBEDDING_INPUTS, len(texts))
+    for i, s in enumerate(texts):
+        if not s:
+            raise rejects.empty_text("input" if isinstance(v, str) else f"input[{i}]")
     fmt = body.get("encoding_format")
     if fmt not in (None, "float", "base64"):
-        raise RequestError("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+        raise rejects.not_one_of("encoding_format", fmt, ["float", "base64"])
     dims = body.get("dimensions")
     if dims is not None and dims != EMBEDDING_DIMENSIONS:
-        raise RequestError(
-            f"model {EMBED_MODEL_ID} only produces {EMBEDDING_DIMENSIONS}-dimensional embeddings",
-            param="dimensions",
-        )
+        raise rejects.dimensions_unsupported(EMBED_MODEL_ID, EMBEDDING_DIMENSIONS, dims)
     return texts
 
 
 def _json_body(item: Any) -> dict[str, Any]:
-    if not isinstance(item, Mapping):
-        raise RequestError("a work item must be an object")
-    body = item.get("body")
+    body = item.get("body") if isinstance(item, Mapping) else None
     if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object", param="body")
+        raise rejects.wrong_type("body", "an object", body)
     return body
 
 
 def endpoint_error(model: str, endpoint: str) -> RequestError:
-    return RequestError(
-        f"model {model} does not serve endpoint {endpoint}",
-        param="url",
-        code="invalid_url",
-    )
+    return rejects.endpoint_not_served(model, endpoint)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -4,7 +4,8 @@ OpenAI's error file carries ``{"code", "message"}`` for a request that never ran
 codes for that are ``batch_expired`` and ``batch_cancelled`` (shared/reference/
 openai-batch-api.md, "Output and error lines"), worded here as OpenAI words them. The
 rest are batchlog's own: an upstream that timed out, could not be reached, broke the
-connection or answered too much, a body that cannot be sent, an executor that failed.
+connection or answered too much, a body that cannot be sent, an executor or an
+embedded model that failed.
 Raise sites name the case (``line_errors.upstream_timeout(url, detail)``), never word
 it; docs/errors.md lists them, each with the test that provokes it.
 """
@@ -96,4 +97,26 @@ def executor_error(detail: str) -> LineError:
     """The executor itself failed (its actor died, Ray failed): the lines it held fail."""
     return _line(
         "executor_error", f"The executor failed while running this request: {_detail(detail)}"
+    )
+
+
+# --- the embedded models (actors/local) ------------------------------------------------
+
+
+def model_load_failed(model: str, reason: str) -> LineError:
+    """The replica could not load the model (a missing or corrupt file)."""
+    return _line("model_load_failed", f"The model {model} could not be loaded: {_detail(reason)}")
+
+
+def model_failed(model: str, reason: str) -> LineError:
+    """The model's supervisor gave up on it (it cannot load, or its replicas kept dying)."""
+    return _line("model_failed", f"The model {model} failed: {_detail(reason)}")
+
+
+def replica_failed(model: str, attempts: int, last_death: str | None) -> LineError:
+    """Every attempt of a chunk lost its replica; ``last_death`` None: none became ready."""
+    why = f"the last died: {_detail(last_death)}" if last_death else "no replica became ready"
+    tries = f"{attempts} attempt" + ("" if attempts == 1 else "s")
+    return _line(
+        "replica_failed", f"The model {model} could not run this request in {tries}: {why}"
     )

@@ -308,7 +308,14 @@ def test_router_resolution_and_model_map(fake_upstream: FakeUpstream) -> None:
                 assert out["status_code"] == 200 and out["body"]["model"] == "other-model"
                 [out] = await router.run_chunk("/v1/chat/completions", "nobody", items(1), BATCH)
                 assert out["status_code"] == 404 and out["attempts"] == 0
-                assert out["body"]["error"]["code"] == "model_not_found"
+                assert out["body"] == {
+                    "error": {
+                        "message": "The model 'nobody' is not served by any configured upstream.",
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    }
+                }
             finally:
                 await router.aclose()
 

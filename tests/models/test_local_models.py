@@ -236,6 +236,17 @@ def test_bad_bodies_get_400_outcomes(chat_replica: Any) -> None:
         assert_error_body(o["body"])
     assert outs[0]["body"]["error"]["param"] == "messages"
     assert outs[4]["body"]["error"]["param"] == "temperature"
+    # worded in batches/domain/request_errors.py (every case: tests/unit/test_request_errors.py)
+    assert outs[0]["body"]["error"]["message"] == "Missing required parameter: 'messages'."
+    assert outs[7]["body"]["error"] == {
+        "message": "Chat Completions: Streaming is not supported in the Batch API.",
+        "type": "invalid_request_error",
+        "param": "stream",
+        "code": "streaming_unsupported",
+    }
+    assert outs[8]["body"]["error"]["message"] == (
+        "Invalid type for 'body': expected an object, but got an array instead."
+    )
     assert outs[-1]["status_code"] == 200, outs[-1]
 
 
@@ -243,7 +254,24 @@ def test_context_overflow_is_a_400(chat_replica: Any) -> None:
     long = "word " * 3000
     (o,) = chunk(chat_replica, CHAT_ENDPOINT, [chat_item(0, long, max_tokens=2)])
     assert o["status_code"] == 400
-    assert o["body"]["error"]["code"] == "context_length_exceeded"
+    error = o["body"]["error"]
+    assert error["code"] == "context_length_exceeded"
+    tokens = re.fullmatch(
+        r"This model's maximum context length is \d+ tokens\. However, your prompt resulted "
+        r"in (\d+) tokens\. Please reduce the length of the prompt\.",
+        error["message"],
+    )
+    assert tokens and int(tokens[1]) > 3000, error
+
+
+def test_token_ids_beyond_the_vocabulary_are_a_400(chat_replica: Any) -> None:
+    item = {"line": 1, "custom_id": "t", "body": {"prompt": [1, 10**9], "max_tokens": 1}}
+    (o,) = chunk(chat_replica, COMPLETIONS_ENDPOINT, [item])
+    assert o["status_code"] == 400
+    assert re.fullmatch(
+        r"Invalid 'prompt': token ids must be below \d+, the model's vocabulary size\.",
+        o["body"]["error"]["message"],
+    ), o
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -331,7 +359,9 @@ def test_model_that_fails_to_load_fails_every_item_at_once(
             assert o["status_code"] is None
             assert o["body"] is None
             assert o["error"]["code"] == "model_load_failed"
-            assert o["error"]["message"]
+            assert o["error"]["message"].startswith(
+                f"The model {CHAT_MODEL_ID} could not be loaded: "
+            ), o
         again = ray.get(replica.run_chunk.remote(CHAT_ENDPOINT, items[:1], "b"), timeout=30)
         assert again[0]["error"]["code"] == "model_load_failed"
         health = ray.get(replica.health.remote(), timeout=30)
@@ -357,6 +387,7 @@ def test_pool_with_a_broken_model_does_not_hang(ray_namespace: str, tmp_path: Pa
         # the replica could not load: the supervisor fails the model at once (a restart
         # would only repeat it), and says why
         assert outs[0]["error"]["code"] == "model_failed"
+        assert outs[0]["error"]["message"].startswith(f"The model {EMBED_MODEL_ID} failed: ")
         assert "FileNotFoundError" in outs[0]["error"]["message"]
         health = run(broken.health())
         assert health[EMBED_MODEL_ID][0]["loaded"] is False
@@ -376,11 +407,16 @@ def test_pool_routing_and_refusals(pool: LocalModelPool) -> None:
     (wrong,) = run(pool.run_chunk(EMBEDDINGS_ENDPOINT, CHAT_MODEL_ID, [item], "b"))
     assert wrong["status_code"] == 400
     assert wrong["body"]["error"]["message"] == (
-        f"model {CHAT_MODEL_ID} does not serve endpoint {EMBEDDINGS_ENDPOINT}"
+        f"The model '{CHAT_MODEL_ID}' does not serve {EMBEDDINGS_ENDPOINT}."
     )
     (unknown,) = run(pool.run_chunk(CHAT_ENDPOINT, "gpt-4o", [chat_item(0)], "b"))
     assert unknown["status_code"] == 404
-    assert unknown["body"]["error"]["code"] == "model_not_found"
+    assert unknown["body"]["error"] == {
+        "message": "The model 'gpt-4o' does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     assert run(pool.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, [], "b")) == []
     (emb,) = run(pool.run_chunk(EMBEDDINGS_ENDPOINT, EMBED_MODEL_ID, [item], "b"))
     assert emb["status_code"] == 200
@@ -467,6 +503,10 @@ def test_pool_survives_a_replica_dying(ray_namespace: str) -> None:
         (o,) = run(kill_mid_chunk(once))
         assert o["status_code"] is None
         assert o["error"]["code"] == "replica_failed"
+        assert o["error"]["message"].startswith(
+            f"The model {CHAT_MODEL_ID} could not run this request in 1 attempt: the last "
+            "died: replica 0: "
+        ), o
         assert o["attempts"] == 1
         (o,) = run(solo.run_chunk(CHAT_ENDPOINT, CHAT_MODEL_ID, [chat_item(2, max_tokens=2)], "c"))
         assert o["status_code"] == 200, o["error"]
