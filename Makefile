@@ -88,8 +88,8 @@ e2e: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q tests/e2e tests/models tests/analytics
 	$(MAKE) e2e-postgres
 
-# The e2e modules that run on the shared `service` fixture, again with the event log and
-# the files in PostgreSQL (docs/scaling.md says why this subset).
+# The e2e modules that exercise storage through the API, again with the event log and
+# the files in PostgreSQL (docs/scaling.md states the subset and why).
 e2e-postgres: $(TEST_STAMP)
 	BATCHLOG_E2E_POSTGRES=1 $(VENV)/bin/pytest -q tests/e2e/test_batches.py \
-		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py
+		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py tests/e2e/test_ray_client.py

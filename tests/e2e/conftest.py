@@ -32,11 +32,38 @@ def upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
+def _in_fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not os.environ.get("BATCHLOG_E2E_POSTGRES"):
+        yield
+        return
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BATCHLOG_DATABASE_URL", fresh_database(request.getfixturevalue("pg_server")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def postgres_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`make e2e-postgres` (BATCHLOG_E2E_POSTGRES): every `batchlog serve` keeps its log
+    and files in a fresh PostgreSQL database (Service passes its environment on): one
+    per module for the module's services, one per test for those a test starts."""
+    yield from _in_fresh_database(request)
+
+
+@pytest.fixture(autouse=True)
+def postgres_state_per_test(request: pytest.FixtureRequest, postgres_state: None) -> Iterator[None]:
+    # Only where a test may start a service of its own (it gets a data dir: tmp_path);
+    # a database costs ~0.4 s to create.
+    if "tmp_path" in request.fixturenames:
+        yield from _in_fresh_database(request)
+    else:
+        yield
+
+
 @pytest.fixture(scope="module")
 def service(
     upstream: FakeUpstream,
     tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
 ) -> Iterator[Service]:
     data = tmp_path_factory.mktemp("svc") / "data"
     env = {
@@ -46,8 +73,6 @@ def service(
         "BATCHLOG_MAX_REQUESTS_PER_BATCH": str(LIMIT_REQUESTS),
         **FAST_RETRIES,
     }
-    if os.environ.get("BATCHLOG_E2E_POSTGRES"):  # `make e2e-postgres`: state in PostgreSQL
-        env["BATCHLOG_DATABASE_URL"] = fresh_database(request.getfixturevalue("pg_server"))
     with Service(data, env) as svc:
         yield svc
 

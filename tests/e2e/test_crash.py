@@ -13,6 +13,7 @@ import pytest
 
 from batches.testing import FakeUpstream, Service
 from eventlog import EventStore
+from eventlog.postgres import PostgresEventStore
 from tests.e2e.conftest import FAST_RETRIES, chat_lines, read_lines, upload, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +22,8 @@ N = 300
 
 
 def recorded_custom_ids(data_dir: Path, batch_id: str) -> set[str]:
-    store = EventStore.open(data_dir / "log")
+    url = os.environ.get("BATCHLOG_DATABASE_URL")  # `make e2e-postgres` style runs
+    store = PostgresEventStore.open(url) if url else EventStore.open(data_dir / "log")
     try:
         events = store.read(f"batch-{batch_id}")
     finally:
