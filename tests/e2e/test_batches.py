@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -220,6 +222,33 @@ def test_cancel_mid_batch_keeps_partial_results(service: Service, upstream: Fake
     }
     assert done.request_counts.completed == len(outputs)
     assert done.request_counts.completed + done.request_counts.failed == 300
+
+
+def test_answers_are_logged_while_their_chunk_still_waits(
+    service: Service, upstream: FakeUpstream
+) -> None:
+    """Outcomes are recorded as they come back: 8 lines are one chunk (chunk_size 16), half
+    of them hang at the upstream (seed 0 draws 4 of the first 8 under 0.5), and the
+    others' outcomes are counted while those still hang (before: only once the chunk's
+    slowest request was back, here after the 10 s upstream timeout and its retries)."""
+    client = service.client()
+    upstream.configure(timeout_rate=0.5, seed=0, timeout_sleep_s=60)
+    try:
+        source = upload(client, chat_lines(8, prefix="hang"))
+        batch = client.batches.create(
+            input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        seen = client.batches.retrieve(batch.id)
+        while seen.request_counts.completed == 0 and seen.status in ("validating", "in_progress"):
+            time.sleep(0.05)
+            seen = client.batches.retrieve(batch.id)
+        counts = seen.request_counts
+        assert seen.status == "in_progress", seen
+        assert counts.completed > 0 and counts.completed + counts.failed < 8, counts
+        client.batches.cancel(batch.id)
+        wait_for(client, batch.id, {"cancelled"})
+    finally:
+        upstream.reset()
 
 
 def test_timeline_extension(service: Service) -> None:
