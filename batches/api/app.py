@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
 
 from batches.api import batches, errors, files, live, models
 from batches.api.auth import TENANT_KEY
 from batches.api.gate import Gate
+from batches.api.responses import OrjsonResponse
 from batches.backends import open_file_store
 from batches.core.ports import BatchService
 from batches.filestore import FileStore
@@ -59,6 +59,6 @@ def create_app(
                 report["status"] = "degraded"
         if request.scope.get("state", {}).get(TENANT_KEY) is None:
             report = {"status": report.get("status")}
-        return ORJSONResponse(report, status_code=status)
+        return OrjsonResponse(report, status_code=status)
 
     return app

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 
 from batches.api import live
 from batches.api.auth import tenant_of
+from batches.api.responses import OrjsonResponse
 from batches.domain import refusals
 from batches.domain.errors import invalid_request_from
 from batches.domain.idempotency import resolve_idempotency_key
@@ -50,7 +50,7 @@ async def create_batch(request: Request, tenant: Tenant) -> Any:
     # The id is minted here, before the call: if the coordinator dies mid-create and Ray
     # retries the call, the retry finds this batch instead of making a second one.
     result = await request.app.state.service.create_batch(tenant, params, key, new_batch_id())
-    return ORJSONResponse(result["batch"], status_code=200)
+    return OrjsonResponse(result["batch"], status_code=200)
 
 
 @router.get("")

@@ -10,9 +10,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from batches.api.responses import OrjsonResponse
 from batches.domain import refusals
 from batches.domain.errors import DomainError, error_envelope, error_type
 from batches.domain.messages import parameter_error
@@ -26,12 +26,12 @@ def envelope(
     code: str | None,
     param: str | None,
     headers: dict[str, str] | None = None,
-) -> ORJSONResponse:
+) -> OrjsonResponse:
     body = error_envelope(message, type=error_type(status), param=param, code=code)
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return OrjsonResponse(body, status_code=status, headers=headers)
 
 
-def respond(err: DomainError, headers: dict[str, str] | None = None) -> ORJSONResponse:
+def respond(err: DomainError, headers: dict[str, str] | None = None) -> OrjsonResponse:
     """``err`` as OpenAI's envelope, with its headers (and ``headers`` added)."""
     return envelope(
         err.http_status, err.message, err.code, err.param, {**err.headers, **(headers or {})}
@@ -42,21 +42,21 @@ def install(app: FastAPI) -> None:
     from batches.api.gate import BodyTooSlow  # the gate imports this module
 
     @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> ORJSONResponse:
+    async def _domain(_: Request, exc: DomainError) -> OrjsonResponse:
         return respond(exc)
 
     @app.exception_handler(BodyTooSlow)
-    async def _slow(_: Request, exc: BodyTooSlow) -> ORJSONResponse:
+    async def _slow(_: Request, exc: BodyTooSlow) -> OrjsonResponse:
         return respond(refusals.body_too_slow())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         # A bad query or path parameter, worded as OpenAI does (never pydantic's words).
         code, message, param = parameter_error(exc.errors())
         return envelope(400, message, code, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         # The framework's own refusals (no such route, wrong method), in OpenAI's words.
         if exc.status_code == 404:
             refusal = refusals.invalid_url(request.method, request.url.path)
@@ -67,6 +67,6 @@ def install(app: FastAPI) -> None:
         return respond(refusal, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unhandled error", exc_info=exc)
         return respond(refusals.server_error())
