@@ -24,7 +24,7 @@ WEBHOOKS_NAME = names.COORDINATOR + "-webhooks"
 class WebhookSender:
     def __init__(self, settings: dict[str, Any]) -> None:
         config = actor_settings(settings)  # with the database password, if any
-        # Secrets are not actor arguments (Ray's state API shows those).
+        # Secrets are not actor arguments (Ray keeps those in its GCS; docs/scaling.md, "Secrets").
         self.sender = Sender(
             config,
             secret=config.read_secret("webhook_secret"),
