@@ -210,6 +210,11 @@ FROM (
 
 
 _TABLE_NAMES = ("_lifecycle", "_requests", "_file_events")
+
+# The log is folded this many bytes at a time (one transaction each; eventlog.query.EventTail):
+# parsing the events' JSON costs DuckDB ~20x the bytes, so this bounds a refresh's memory
+# whatever the backlog (issue 14: a 10,000-request segment at once peaked at 300 MiB).
+CHUNK_BYTES = 1 << 19
 # a checksum of the fold: a persisted file folded by other SQL is rebuilt
 _SCHEMA = zlib.crc32(
     (_TABLES + _INSERT_LIFECYCLE + _INSERT_REQUESTS + _DEDUPE_EXISTING + _INSERT_FILES).encode()
@@ -388,7 +393,7 @@ class Analytics:
             raise FileNotFoundError(f"no event log at {self.log_dir}{hint}")
         self._query = EventQuery(self.log_dir, lazy=True)
         self._con = self._query.connection
-        self._tail = EventTail(self.log_dir)
+        self._tail = EventTail(self.log_dir, chunk_bytes=CHUNK_BYTES)
         self._seen = 0  # the highest global position folded into the tables
         base = None
         if persist:
@@ -396,7 +401,7 @@ class Analytics:
                 self.data_dir,
                 self.log_dir,
                 self._con,
-                EventTail(self.log_dir),
+                EventTail(self.log_dir, chunk_bytes=CHUNK_BYTES),
                 lambda con, src, lo, hi: _fold(con, src, lo, hi, _TABLE_NAMES),
                 _TABLES,
                 _SCHEMA,
@@ -627,7 +632,25 @@ def connect(data_dir: str | Path | None = None, *, database_url: str | None = No
     return Analytics(settings.data_dir if data_dir is None else data_dir)
 
 
+def update_persisted(data_dir: str | Path, *, log_dir: str | Path | None = None) -> bool:
+    """Bring ``data_dir/analytics/tables.duckdb`` up to date with the log, and nothing
+    else (no connection to query; the coordinator's refresh child). False when it could
+    not (the file attached by a connection, a read-only data dir)."""
+    data = Path(data_dir)
+    logs = Path(log_dir) if log_dir is not None else data / "log"
+    if not (logs / "segments").is_dir():
+        raise FileNotFoundError(f"no event log at {logs}")
+    return analytics_store.update(
+        data,
+        logs,
+        EventTail(logs, chunk_bytes=CHUNK_BYTES),
+        lambda con, src, lo, hi: _fold(con, src, lo, hi, _TABLE_NAMES),
+        _TABLES,
+        _SCHEMA,
+    )
+
+
 if __name__ == "__main__":  # python -m batches.analytics DATA_DIR: bring the tables up to date
     import sys
 
-    Analytics(sys.argv[1]).close()
+    update_persisted(sys.argv[1])

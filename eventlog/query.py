@@ -149,10 +149,16 @@ class EventTail:
     ``read_parquet`` for a compacted sealed segment, else the segment's complete, CRC-valid
     frames from where the previous fetch stopped (or from a ``seed``), so following the
     log costs only what was appended. Takes no lock, writes nothing to the log.
+
+    ``chunk_bytes`` bounds one fetch to about that many bytes of the log (whole frames;
+    for a compacted segment, as many events as its average takes), so a long segment comes
+    in pieces: DuckDB's parse of the JSON costs ~20x the bytes it parses, so a whole 64 MiB
+    segment at once would take over a GiB. None: a segment (what is left of it) at once.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, chunk_bytes: int | None = None) -> None:
         self._root = Path(path)
+        self.chunk_bytes = chunk_bytes
         self._parsed: dict[int, int] = {}  # segment first position -> offset read up to
         self.where = (0, 0)  # (segment, offset) just after the last frame fetched
 
@@ -173,22 +179,31 @@ class EventTail:
                 continue
             pq = parquet_path(self._root, path)
             if sealed and pq.exists():
+                last = segments[i + 1][0] - 1
+                lo = max(after, first - 1)
+                hi = last
+                if self.chunk_bytes is not None:  # the segment's average event size
+                    size = max(path.stat().st_size, 1)
+                    hi = min(last, lo + max(1, self.chunk_bytes * (last - first + 1) // size))
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT stream_id, version, type, "
                     "recorded_at, data::JSON AS data, position, event_id, "
-                    "metadata::JSON AS metadata FROM read_parquet(?) WHERE position > ?",
-                    [str(pq), after],
+                    "metadata::JSON AS metadata FROM read_parquet(?) "
+                    "WHERE position > ? AND position <= ?",
+                    [str(pq), lo, hi],
                 ).fetchall()
-                self._parsed[first] = path.stat().st_size
+                if hi == last:
+                    self._parsed[first] = path.stat().st_size
+                # else: no byte offset is known for ``hi``; the one kept is at or before it
+                # (a reader seeded there skips the frames it has already seen)
             else:
-                got = read_segment_frames(path, first, self._parsed.get(first, 0))
+                got = read_segment_frames(
+                    path, first, self._parsed.get(first, 0), max_bytes=self.chunk_bytes, after=after
+                )
                 if sealed and got.problem is not None:
                     raise CorruptLog(str(path), got.stop, f"{got.problem} in a sealed segment")
                 self._parsed[first] = got.stop
-                frames = got.table
-                if frames.num_rows:  # skip frames wholly at or before ``after``
-                    fps = frames.column("first_position").to_pylist()
-                    frames = frames.slice(max(bisect_right(fps, after + 1) - 1, 0))
+                frames = got.table  # only frames with events after ``after``
                 con.register("_tail_frames", frames)
                 try:
                     con.execute(
@@ -200,7 +215,7 @@ class EventTail:
                 finally:
                     con.unregister("_tail_frames")
             ((top,),) = con.execute(f"SELECT max(position) FROM {table}").fetchall()
-            self.where = (first, self._parsed[first])
+            self.where = (first, self._parsed.get(first, 0))
             if top is not None or not sealed:
                 return int(top) if top is not None else after
         return after

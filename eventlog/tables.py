@@ -62,10 +62,16 @@ class SegmentFrames:
         self.events = events
 
 
-def read_segment_frames(path: Path, seg: int, start: int = 0) -> SegmentFrames:
+def read_segment_frames(
+    path: Path, seg: int, start: int = 0, *, max_bytes: int | None = None, after: int = 0
+) -> SegmentFrames:
     """Parse complete, CRC-valid frames of ``path`` from ``start`` to its current size.
 
     Stops at the first incomplete or bad frame (a write in progress, in the active segment).
+    ``after``: frames whose events all lie at or before that position are skipped (read,
+    not kept). ``max_bytes``: stop cleanly (``problem`` None, ``stop`` at a frame boundary)
+    once the kept frames reach that many bytes, so a reader can go through a long segment
+    in bounded pieces (a frame larger than that is still returned whole).
     """
     sids: list[str] = []
     fvs: list[int] = []
@@ -73,7 +79,10 @@ def read_segment_frames(path: Path, seg: int, start: int = 0) -> SegmentFrames:
     ras: list[float] = []
     payloads: list[bytes] = []
     events = 0
+    kept = 0  # bytes of the frames kept
+    full = False
     problem: str | None = None
+    read = READ_CHUNK if max_bytes is None else max(1, min(READ_CHUNK, max_bytes))
     unpack, crc32 = fr.HEADER.unpack_from, zlib.crc32
     hs, magic_ok, crc_start = fr.HEADER_SIZE, fr.MAGIC, fr.CRC_START
     fd = os.open(path, os.O_RDONLY)
@@ -81,7 +90,7 @@ def read_segment_frames(path: Path, seg: int, start: int = 0) -> SegmentFrames:
         file_end = os.fstat(fd).st_size
         base = start
         while base < file_end:
-            buf = pread_exact(fd, min(READ_CHUNK, file_end - base), base)
+            buf = pread_exact(fd, min(read, file_end - base), base)
             if len(buf) >= hs and buf[:4] == magic_ok:
                 need = unpack(buf, 0)[1]
                 if len(buf) < need <= file_end - base:  # one frame larger than a chunk
@@ -101,14 +110,22 @@ def read_segment_frames(path: Path, seg: int, start: int = 0) -> SegmentFrames:
                     or flags
                 ):
                     break
-                s = pos + hs
-                sids.append(buf[s : s + sid_len].decode("ascii", "replace"))
-                fvs.append(fv)
-                fps.append(fp)
-                ras.append(ra)
-                payloads.append(buf[s + sid_len : end])
-                events += count
+                if fp + count - 1 > after:
+                    s = pos + hs
+                    sids.append(buf[s : s + sid_len].decode("ascii", "replace"))
+                    fvs.append(fv)
+                    fps.append(fp)
+                    ras.append(ra)
+                    payloads.append(buf[s + sid_len : end])
+                    events += count
+                    kept += length
                 pos = end
+                if max_bytes is not None and kept >= max_bytes:
+                    full = True
+                    break
+            if full:
+                base += pos
+                break
             if pos == n:
                 base += n
                 continue

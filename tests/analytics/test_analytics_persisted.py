@@ -15,8 +15,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from batches import analytics_store
+from batches import analytics, analytics_store
 from batches.analytics import Analytics
+from batches.domain import decider
+from batches.domain import events as ev
 from eventlog import EventStore, NewEvent
 from eventlog.compaction import compact
 from tests.analytics.synth import Writer, delete, outcome, upload
@@ -253,3 +255,86 @@ def test_the_persisted_tables_are_owner_only(store, tmp_path):
     assert d.stat().st_mode & 0o777 == 0o700
     assert analytics_store.db_path(tmp_path).stat().st_mode & 0o777 == 0o600
     assert (d / analytics_store.LOCK_NAME).stat().st_mode & 0o077 == 0
+
+
+def _redeliver(store: EventStore, w: Writer, line: int) -> None:
+    """The same line's outcome again, bypassing the decider (as a redelivery can)."""
+    kind, data = ev.outcome_event("/v1/chat/completions", outcome(line, tokens=(77, 1)))
+    store.append(w.stream, [NewEvent(kind, data)], w.state.version)  # type: ignore[union-attr]
+    w.state = decider.evolve(w.state, kind, data)
+
+
+def test_a_refresh_in_small_chunks_gives_the_same_tables_as_one_pass(tmp_path, monkeypatch):
+    """Folding the log a few hundred bytes at a time (several transactions per segment,
+    from compacted Parquet, sealed frames and the active segment) persists exactly the
+    rows one pass over each whole segment does, redelivered outcomes across chunks too."""
+    store = EventStore.open(tmp_path / "log", fsync=False, segment_bytes=40_000)
+    try:
+        write_history(store, 24)
+        w = Writer(store, "bdup").create().validate(3).outcomes([outcome(1)])
+        write_history(store, 2, start=24)  # the duplicate lands chunks after the original
+        _redeliver(store, w, 1)
+        compact(tmp_path / "log")  # sealed segments now read from Parquet
+        write_history(store, 10, start=26)  # a sealed segment without Parquet, and the tail
+        w.outcomes([outcome(2)])
+        _redeliver(store, w, 2)
+        segments = sorted((tmp_path / "log" / "segments").glob("*.seg"))
+        parquet = list((tmp_path / "log" / "parquet").glob("*.parquet"))
+        assert len(segments) >= 3 and parquet, (segments, parquet)
+
+        folds: list[tuple[int, int]] = []
+        real = analytics._fold
+
+        def counting(con, src, lo, hi, into):  # type: ignore[no-untyped-def]
+            folds.append((lo, hi))
+            real(con, src, lo, hi, into)
+
+        monkeypatch.setattr(analytics, "_fold", counting)
+        monkeypatch.setattr(analytics, "CHUNK_BYTES", None)  # one pass: a segment at a time
+        one_pass = in_memory(tmp_path)
+        one_pass_tables = folded_up_to(tmp_path, store.head())
+        whole = len(folds)
+        folds.clear()
+
+        monkeypatch.setattr(analytics, "CHUNK_BYTES", 600)
+        assert analytics.update_persisted(tmp_path)  # what the coordinator's child runs
+        assert len(folds) > 3 * whole  # it did go in pieces
+        assert [hi for _, hi in folds] == sorted({hi for _, hi in folds})  # each once, in order
+        assert all(lo == prev for (lo, _), (_, prev) in zip(folds[1:], folds, strict=False))
+        assert file_meta(tmp_path)[1] == store.head()
+        assert file_tables(tmp_path) == one_pass_tables
+        with Analytics(tmp_path, persist=False) as a:  # in memory, in chunks too
+            assert views(a) == one_pass
+        dups = [r for r in one_pass_tables["_requests"] if r[0] == "bdup"]
+        assert [(r[5], r[15]) for r in dups] == [(1, 3), (2, 3)]  # (line, input_tokens)
+
+        # more appended: the file carries on in chunks from its recorded position
+        write_history(store, 6, start=36)
+        monkeypatch.setattr(analytics, "CHUNK_BYTES", None)
+        expected = folded_up_to(tmp_path, store.head())
+        monkeypatch.setattr(analytics, "CHUNK_BYTES", 600)
+        assert analytics.update_persisted(tmp_path)
+        assert file_tables(tmp_path) == expected
+    finally:
+        store.close()
+
+
+def test_the_refresh_child_brings_the_file_up_to_date(store, tmp_path):
+    """`python -m batches.analytics DATA_DIR`, as the coordinator runs it."""
+    write_history(store, 12)
+    for i in range(2):  # a first build, then a catch-up
+        child = subprocess.run(
+            [sys.executable, "-m", "batches.analytics", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.returncode == 0, child.stderr
+        assert file_meta(tmp_path)[1] == store.head()
+        assert file_tables(tmp_path) == folded_up_to(tmp_path, store.head())
+        write_history(store, 3, start=12 + 3 * i)
+    d = tmp_path / analytics_store.DB_DIR
+    assert d.stat().st_mode & 0o777 == 0o700
+    assert analytics_store.db_path(tmp_path).stat().st_mode & 0o777 == 0o600
