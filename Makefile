@@ -84,12 +84,17 @@ lint: $(TEST_STAMP)
 unit: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q tests/unit tests/eventlog tests/integration
 
+# Two pytest-xdist workers: the e2e tests mostly wait (on Ray starting, on the fake
+# upstream's latency, on timers), so two overlap well even on 2 cores. A module's tests
+# stay in one worker (it shares one server), tests/models in one (one load of the models):
+# tests/conftest.py schedules them so. XDIST= runs them in this process, one after another.
+XDIST ?= -n 2 --dist loadfile
 e2e: $(TEST_STAMP)
-	$(VENV)/bin/pytest -q tests/e2e tests/models tests/analytics
+	$(VENV)/bin/pytest -q $(XDIST) tests/e2e tests/models tests/analytics
 	$(MAKE) e2e-postgres
 
 # The e2e modules that exercise storage through the API, again with the event log and
 # the files in PostgreSQL (docs/scaling.md states the subset and why).
 e2e-postgres: $(TEST_STAMP)
-	BATCHLOG_E2E_POSTGRES=1 $(VENV)/bin/pytest -q tests/e2e/test_batches.py \
+	BATCHLOG_E2E_POSTGRES=1 $(VENV)/bin/pytest -q $(XDIST) tests/e2e/test_batches.py \
 		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py tests/e2e/test_ray_client.py

@@ -46,6 +46,9 @@ class RayCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # a node's registration with the head may take longer than Ray's 30 s on a
+            # loaded machine (CI saw `ray start` give up): a start-up limit, not a test
+            "RAY_raylet_start_wait_time_s": "120",
         }
 
     def _start(self, name: str, args: list[str]) -> None:

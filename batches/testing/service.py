@@ -7,6 +7,7 @@ session, so `kill()` ends all of them with SIGKILL and nothing else on the machi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# When set, every boot of `batchlog serve` through this harness appends one JSON line
+# (test id, seconds to healthy) to this file; tests/conftest.py sets it and counts them.
+BOOT_LOG_ENV = "BATCHLOG_TEST_BOOT_LOG"
+
+
+def _record_boot(data_dir: Path, seconds: float, event: str = "boot") -> None:
+    path = os.environ.get(BOOT_LOG_ENV)
+    if not path:
+        return
+    line = {
+        "event": event,
+        "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+        "data_dir": str(data_dir),
+        "seconds": round(seconds, 2),
+    }
+    with open(path, "a") as f:  # one short write per line: safe across xdist workers
+        f.write(json.dumps(line) + "\n")
 
 
 class PortTaken(RuntimeError):
@@ -75,7 +95,8 @@ class Service:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._reap_session(self.proc.pid)
@@ -86,6 +107,7 @@ class Service:
                 raise RuntimeError(f"batchlog serve exited:\n{log_text}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    _record_boot(self.data_dir, time.monotonic() - started)
                     return self
             except httpx.HTTPError:
                 pass
@@ -113,10 +135,12 @@ class Service:
         """SIGTERM, then SIGKILL whatever of the session is left."""
         if self.proc is None:
             return
+        started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
         self.kill()
+        _record_boot(self.data_dir, time.monotonic() - started, "stop")
 
     @staticmethod
     def _reap_session(sid: int) -> None:

@@ -26,8 +26,8 @@ LIMIT_BYTES = 256 * 1024
 LIMIT_REQUESTS = 400
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
+@pytest.fixture(scope="session")
+def shared_upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
         yield fake
 
@@ -61,20 +61,60 @@ def postgres_state_per_test(request: pytest.FixtureRequest, postgres_state: None
 
 
 @pytest.fixture(scope="module")
+def upstream(shared_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The session's fake upstream, as fresh as a new one: no requests, default switches."""
+    shared_upstream.reset()
+    yield shared_upstream
+    shared_upstream.reset()
+
+
+# The `service` fixture's server, shared by every module that uses it (they make their
+# own files and batches, and list only what they made); stopped after the last e2e test.
+_shared: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
 def service(
-    upstream: FakeUpstream,
+    shared_upstream: FakeUpstream,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
+    postgres_state: None,
+) -> Service:
+    # Under BATCHLOG_E2E_POSTGRES each module has its own database (postgres_state), so
+    # the server is shared only by modules on the same one: with files, by all of them.
+    database = os.environ.get("BATCHLOG_DATABASE_URL", "")
+    svc: Service | None = _shared.get("service")
+    alive = svc is not None and svc.proc is not None and svc.proc.poll() is None
+    if svc is not None and alive and _shared["database"] == database:
+        return svc
+    _stop_shared()
     data = tmp_path_factory.mktemp("svc") / "data"
     env = {
-        "BATCHLOG_UPSTREAM": upstream.url,
+        "BATCHLOG_UPSTREAM": shared_upstream.url,
         # Small limits so that oversize inputs are cheap to make.
         "BATCHLOG_MAX_FILE_BYTES": str(LIMIT_BYTES),
         "BATCHLOG_MAX_REQUESTS_PER_BATCH": str(LIMIT_REQUESTS),
         **FAST_RETRIES,
     }
-    with Service(data, env) as svc:
-        yield svc
+    svc = Service(data, env).start()
+    _shared.update(service=svc, database=database)
+    return svc
+
+
+def _stop_shared() -> None:
+    svc = _shared.pop("service", None)
+    if svc is not None:
+        svc.stop()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The shared server goes once the run leaves tests/e2e (not at the session's end:
+    an idle Ray would take CPU from the models and analytics tests that follow)."""
+    if nextitem is None or Path(__file__).parent not in Path(nextitem.path).parents:
+        _stop_shared()
+
+
+def pytest_sessionfinish() -> None:
+    _stop_shared()
 
 
 def fresh_database(server: Any) -> str:

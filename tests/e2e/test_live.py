@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -226,37 +225,30 @@ def test_results_are_tenant_scoped_and_enveloped(live: Service) -> None:
     assert bad.status_code == 400
 
 
-def test_watch_resumes_across_a_kill_9_of_the_server(
-    upstream: FakeUpstream, tmp_path: Path
-) -> None:
+def test_watch_resumes_across_a_kill_9_of_the_server(live: Service, upstream: FakeUpstream) -> None:
     """The SSE crash test: the server (and its Ray) is killed -9 mid-batch and started
-    again; watch() reconnects with Last-Event-ID and sees every event exactly once."""
+    again; watch() reconnects with Last-Event-ID and sees every event exactly once.
+    The module's last test: it restarts the module's server (same data dir, same port)."""
     upstream.configure(latency_ms=100)
-    env = {
-        "BATCHLOG_UPSTREAM": upstream.url,
-        "BATCHLOG_CHUNK_SIZE": "1",
-        "BATCHLOG_CHUNKS_IN_FLIGHT": "1",
-        **FAST_RETRIES,
-    }
-    with Service(tmp_path / "data", env) as svc:
-        batch_id = start(svc, 20)
-        seen: list[dict[str, Any]] = []
-        result: dict[str, Any] = {}
+    svc = live
+    batch_id = start(svc, 20)
+    seen: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
 
-        def follow() -> None:
-            result["batch"] = watch(
-                svc.url, batch_id, progress=False, on_event=seen.append, timeout_s=600
-            )
+    def follow() -> None:
+        result["batch"] = watch(
+            svc.url, batch_id, progress=False, on_event=seen.append, timeout_s=600
+        )
 
-        watcher = threading.Thread(target=follow, daemon=True)
-        watcher.start()
-        while sum(e["type"] == "RequestSucceeded" for e in seen) < 3:
-            assert watcher.is_alive(), result
-            time.sleep(0.05)
-        svc.kill()
-        svc.start()
-        watcher.join(timeout=600)
-        assert result["batch"]["status"] == "completed"
-        assert [e["version"] for e in seen] == list(range(1, len(seen) + 1))
-        assert seen == timeline(svc, batch_id)
-        assert result["batch"]["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    while sum(e["type"] == "RequestSucceeded" for e in seen) < 3:
+        assert watcher.is_alive(), result
+        time.sleep(0.05)
+    svc.kill()
+    svc.start()
+    watcher.join(timeout=600)
+    assert result["batch"]["status"] == "completed"
+    assert [e["version"] for e in seen] == list(range(1, len(seen) + 1))
+    assert seen == timeline(svc, batch_id)
+    assert result["batch"]["request_counts"] == {"total": 20, "completed": 20, "failed": 0}

@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -196,31 +195,20 @@ def test_failed_and_cancelled_batches(hooked: Service, receiver: Receiver) -> No
 
 
 def test_kill_9_before_delivery_still_delivers_after_restart(
-    upstream: FakeUpstream, receiver: Receiver, tmp_path: Path
+    hooked: Service, receiver: Receiver
 ) -> None:
-    env = {
-        "BATCHLOG_UPSTREAM": upstream.url,
-        "BATCHLOG_WEBHOOK_URL": receiver.url("/crash"),
-        "BATCHLOG_WEBHOOK_SECRET": SECRET,
-        **FAST_WEBHOOKS,
-        **FAST_RETRIES,
-    }
-    data = tmp_path / "data"
+    """The module's last test: it kills and restarts the module's server."""
     receiver.default = 503  # the receiver is down: the batch ends, the webhook waits
     try:
-        with Service(data, env) as svc:
-            batch_id = run_batch(svc.client())
-            refused = receiver.wait(batch_id, ok=False, path="/crash")
-            svc.kill()  # kill -9 of the server and its Ray, between terminal event and delivery
+        batch_id = run_batch(hooked.client(api_key="kb"))
+        refused = receiver.wait(batch_id, ok=False, path="/deployment")
+        hooked.kill()  # kill -9 of the server and its Ray, between terminal event and delivery
         assert all(r["status"] == 503 for r in refused)
         receiver.default = 200
-        with Service(data, env) as again:
-            got = receiver.wait(batch_id, path="/crash")
-            assert {r["headers"]["webhook-id"] for r in got} == {
-                refused[0]["headers"]["webhook-id"]
-            }
-            assert verify(got[-1], SECRET).data.id == batch_id
-            page = httpx.get(f"{again.url}/batches/{batch_id}/events", params={"limit": 1000})
-            assert page.json()["data"][-1]["type"] == "WebhookDelivered"
+        hooked.start()  # the same data dir and settings
+        got = receiver.wait(batch_id, path="/deployment")
+        assert {r["headers"]["webhook-id"] for r in got} == {refused[0]["headers"]["webhook-id"]}
+        assert verify(got[-1], SECRET).data.id == batch_id
+        assert timeline(hooked, batch_id, "kb")[-1]["type"] == "WebhookDelivered"
     finally:
         receiver.default = 200
