@@ -131,3 +131,37 @@ def test_kill_coordinator_mid_batch_sends_nothing_twice(
     done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
     check_exactly_once(client, done, upstream, batch.id, {f"k-{i}" for i in range(N)})
     assert actors and svc.pids("ray::Coordinator") != [coordinator]
+
+
+def test_kill_upstream_executor_fails_its_lines_with_executor_error(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The executor's process dies with requests in flight: the batch goes on, and each
+    line it held ends in the error file as ``executor_error`` (docs/errors.md)."""
+    env = {"BATCHLOG_UPSTREAM": upstream.url, **FAST_RETRIES}
+    upstream.reset()
+    upstream.configure(latency_ms=3000)
+    try:
+        with Service(tmp_path / "data", env) as svc:
+            client = svc.client()
+            source = upload(client, chat_lines(20, prefix="x"))
+            batch = client.batches.create(
+                input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            wait_for(client, batch.id, {"in_progress"})
+            pids = svc.pids("ray::UpstreamExecutor")
+            assert pids, "no upstream executor process found"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            done = wait_for(client, batch.id, {"completed", "failed"}, timeout=180)
+            errors = read_lines(client, done.error_file_id) if done.error_file_id else []
+    finally:
+        upstream.reset()
+    assert done.status == "completed", done
+    lost = [e for e in errors if e["error"] and e["error"]["code"] == "executor_error"]
+    assert lost, errors[:3]
+    for e in lost:
+        assert e["response"] is None
+        assert e["error"]["message"].startswith(
+            "The executor failed while running this request: "
+        ), e
