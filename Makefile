@@ -81,8 +81,10 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check $(PYDIRS)
 	$(VENV)/bin/mypy
 
+# The fast tier in two workers too, test by test (its fixtures are cheap to have twice).
+XDIST_UNIT ?= -n 2
 unit: $(TEST_STAMP)
-	$(VENV)/bin/pytest -q tests/unit tests/eventlog tests/integration
+	$(VENV)/bin/pytest -q $(XDIST_UNIT) tests/unit tests/eventlog tests/integration
 
 # Two pytest-xdist workers: the e2e tests mostly wait (on Ray starting, on the fake
 # upstream's latency, on timers), so two overlap well even on 2 cores. A module's tests
