@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 
 from bench.bench_analytics import generate  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 TABLES = {
     "_lifecycle": "ORDER BY position",
@@ -70,13 +71,6 @@ def tables(data_dir: Path) -> dict[str, list[Any]]:
         return {t: con.execute(f"SELECT * FROM {t} {o}").fetchall() for t, o in TABLES.items()}
     finally:
         con.close()
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def main(argv: list[str] | None = None) -> None:

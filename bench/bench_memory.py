@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from batches.testing import FakeUpstream  # noqa: E402
 from bench.bench_service import chat_lines, kind_of  # noqa: E402
 from bench.bench_sidebyside import MIB, Server, batchlog_server  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -95,13 +96,6 @@ def run_batches(srv: Server, lines: int, count: int, timeout: float) -> dict[str
         "unfinished": len(left),
         **mem,
     }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def main(argv: list[str] | None = None) -> None:
