@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any
@@ -38,6 +39,7 @@ log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
 UPKEEP_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
+CHANGES_POLL_S = 0.02  # how often a façade's pending `batch_changes` looks (a head check)
 
 
 def returns_errors(
@@ -155,6 +157,15 @@ class Coordinator:
     batch_events = use_case("batch_events")
     batch_results = use_case("batch_results")
     health = use_case("health", of="sup")
+
+    @returns_errors
+    async def batch_changes(self, token: str | None, after: int, wait_s: float) -> dict[str, Any]:
+        """A façade's long poll for its copies of Batch objects (docs/read-cache.md):
+        answered once something changed after its cursor, or after `wait_s` with nothing."""
+        deadline = time.monotonic() + wait_s
+        while not self.sup.changed(token, after) and time.monotonic() < deadline:
+            await asyncio.sleep(CHANGES_POLL_S)
+        return self.sup.batch_changes(token, after)
 
     @returns_errors
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:

@@ -3,19 +3,34 @@
 Each use case is one call on the coordinator's handle; an error it sent back as data
 is raised again as a `DomainError` (`actors.results`), so the façade answers exactly as
 it would over an in-process core (`batches.core.inprocess`).
+
+GET /v1/batches/{id} of a batch that is changing is answered from copies this façade
+keeps (`batches.core.readcache`), fed by one long-polling change request at a time to
+the coordinator (docs/read-cache.md): a client polling a running batch costs no Ray call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from actors.results import raise_if_error
 from batches.core.ports import Page
+from batches.core.readcache import BatchCopies
+
+log = logging.getLogger("batchlog.gateway")
+
+CHANGES_WAIT_S = 10.0  # a change request's long poll: answered at once when anything changed
+RETRY_S = 1.0  # after a change request failed (the coordinator away or restarting)
 
 
 class RayBatchService:
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: Any, copies: bool = True) -> None:
+        """`copies`: answer GETs of changing batches from this façade's copies."""
         self.coordinator = coordinator
+        self.copies = BatchCopies() if copies else None
+        self._follower: asyncio.Task[None] | None = None
 
     async def _call(self, method: str, *args: Any) -> Any:
         return raise_if_error(await getattr(self.coordinator, method).remote(*args))
@@ -59,16 +74,58 @@ class RayBatchService:
         idempotency_key: str | None,
         batch_id: str | None = None,
     ) -> dict[str, Any]:
-        return dict(await self._call("create_batch", tenant, params, idempotency_key, batch_id))
+        result = dict(await self._call("create_batch", tenant, params, idempotency_key, batch_id))
+        self._written(result["batch"]["id"])
+        return result
 
     async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        if self.copies is not None:
+            self._follow()
+            copy = self.copies.get(tenant, batch_id)
+            if copy is not None:
+                return copy
         return dict(await self._call("get_batch", tenant, batch_id))
+
+    def _follow(self) -> None:
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.get_running_loop().create_task(self._keep_copies())
+
+    async def _keep_copies(self) -> None:
+        """One change request at a time, for as long as the façade runs."""
+        copies = self.copies
+        assert copies is not None
+        failing = False
+        while True:
+            token, after = copies.cursor()
+            round_ = copies.next_round()
+            try:
+                answer = raise_if_error(
+                    await self.coordinator.batch_changes.remote(token, after, CHANGES_WAIT_S)
+                )
+            except Exception as exc:  # the coordinator away: GETs read through meanwhile
+                copies.lost()
+                if not failing:
+                    log.warning("batch copies stopped, GETs go to the coordinator: %r", exc)
+                failing = True
+                await asyncio.sleep(RETRY_S)
+                continue
+            if failing:
+                log.warning("batch copies followed again")
+            failing = False
+            copies.apply(round_, answer)
+
+    def _written(self, batch_id: str) -> None:
+        if self.copies is not None:
+            self.copies.written(batch_id)
 
     async def list_batches(self, tenant: str, after: str | None, limit: int) -> Page:
         return dict(await self._call("list_batches", tenant, after, limit))
 
     async def cancel_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        return dict(await self._call("cancel_batch", tenant, batch_id))
+        try:
+            return dict(await self._call("cancel_batch", tenant, batch_id))
+        finally:  # (a refused cancel wrote nothing; reading through once costs little)
+            self._written(batch_id)
 
     async def batch_events(self, tenant: str, batch_id: str, after: int | None, limit: int) -> Page:
         return dict(await self._call("batch_events", tenant, batch_id, after, limit))

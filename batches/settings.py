@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Serve the API only: attach to the coordinator another `serve` started on this Ray
     # cluster (needs ray_address); start no coordinator, webhook sender or models.
     facade_only: bool = False
+    # GET /v1/batches/{id} of a changing batch from the façade's own copies, kept current
+    # by a long-polling change request to the coordinator (docs/read-cache.md); off:
+    # every GET is a call on the coordinator.
+    read_cache: bool = True
     ray_num_cpus: int | None = None
     # A local Ray's workers' log lines also in serve's output (Ray's log monitor, one more
     # ~80 MiB process); off: they stay in Ray's session logs (batchlog/localray.py).

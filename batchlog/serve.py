@@ -179,7 +179,7 @@ def serve(settings: Settings) -> None:
             # Held for the server's life: Ray ends an actor once no handle to it is left.
             sender = start_webhooks(settings)
             models = start_local_models(settings)
-        service = RayBatchService(coordinator)
+        service = RayBatchService(coordinator, copies=settings.read_cache)
 
         def build(open_connections: Callable[[], int]) -> FastAPI:
             app = create_app(

@@ -24,6 +24,7 @@ from typing import Any
 
 from batches.admission import CreateRate, admission_order
 from batches.catalogstore import CatalogFailed
+from batches.core.changes import ChangeJournal
 from batches.core.ports import Clock, Ids, Page, RandomIds
 from batches.domain import catalog, decider, refusals
 from batches.domain import events as ev
@@ -95,6 +96,7 @@ class Coordination:
         self._use(model or ReadModel())
         self.create_rate = CreateRate(self.config.tenant_creates_per_minute)
         self.line_index = LineIndex()  # partial results: where each 1000th line is
+        self.changes = ChangeJournal()  # for façades' copies of Batch objects
         self.catch_up()
 
     # -- the log ---------------------------------------------------------------------
@@ -113,6 +115,9 @@ class Coordination:
             try:
                 for e in events:
                     self.model.apply(e.stream_id, e.type, e.data, e.position, e.version)
+                    batch_id = ev.batch_id_of_stream(e.stream_id)
+                    if batch_id is not None:
+                        self.changes.note(batch_id)
                 self.model.catalog.commit()
             except CatalogFailed as exc:
                 # Rolled back under a model that went on: writes are refused until the
@@ -347,6 +352,35 @@ class Coordination:
         self, tenant: str, batch_id: str, running: Collection[str] = ()
     ) -> dict[str, Any]:
         return self._wire(self.batch_state(tenant, batch_id), running)
+
+    def behind(self) -> bool:
+        """Whether the log holds events the read model has not folded yet."""
+        return self.log.head() > self.model.position
+
+    def batch_changes(
+        self, token: str | None, after: int, running: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """The Batch objects changed after cursor (`token`, `after`) of `self.changes`
+        (docs/read-cache.md), each with its tenant; `batch` is None for one waiting for a
+        slot (its `queue_position` moves with other batches: not for copying). `reset`:
+        the cursor could not be read, the reader drops its copies and goes on from here."""
+        self.catch_up()
+        changed = self.changes.since(token, after)
+        out = []
+        for batch_id in sorted(changed or ()):
+            tenant = self.model.batches.tenant(batch_id)
+            state = self.model.batches.get(batch_id)
+            if tenant is None or state is None:
+                continue
+            waiting = state.status in decider.ACTIVE_STATUSES and batch_id not in running
+            wire = None if waiting else self._wire(state, running)
+            out.append({"id": batch_id, "tenant": tenant, "batch": wire})
+        return {
+            "token": self.changes.token,
+            "seq": self.changes.seq,
+            "reset": changed is None,
+            "batches": out,
+        }
 
     def list_batches(
         self, tenant: str, after: str | None, limit: int, running: Collection[str] = ()

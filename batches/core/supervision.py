@@ -70,6 +70,7 @@ class Supervision:
         admitted = self.core.admissions(self.running, skip)
         for batch_id in admitted:
             self.running[batch_id] = self.launch(batch_id)
+            self.core.changes.note(batch_id)  # no longer waiting: no queue_position
         self.settle(len(self.running))
         return admitted
 
@@ -77,12 +78,14 @@ class Supervision:
         """A run a previous coordinator incarnation launched, still going: it counts as
         running (its actor owns the stream) and reports its end with `ended`."""
         self.running[batch_id] = handle
+        self.core.changes.note(batch_id)
 
     def ended(self, batch_id: str, error: BaseException | None = None) -> str | None:
         """The batch's run returned (`error` None) or raised `error`, and its actor was
         let go: its stream is the core's again, and its slot goes to the next batch.
         Returns why the batch was given up, if it was."""
         self.running.pop(batch_id, None)
+        self.core.changes.note(batch_id)  # back in the queue, unless its run ended it
         give_up = None
         if error is None:
             self.budget.succeeded(batch_id)
@@ -146,6 +149,14 @@ class Supervision:
 
     def list_batches(self, tenant: str, after: str | None, limit: int) -> Page:
         return self.core.list_batches(tenant, after, limit, self.running)
+
+    def changed(self, token: str | None, after: int) -> bool:
+        """Whether `batch_changes(token, after)` has anything to say now."""
+        journal = self.core.changes
+        return not journal.readable(token, after) or journal.seq > after or self.core.behind()
+
+    def batch_changes(self, token: str | None, after: int) -> dict[str, Any]:
+        return self.core.batch_changes(token, after, self.running)
 
     def health(self) -> dict[str, Any]:
         return self.core.health(self.running)
