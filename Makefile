@@ -102,4 +102,5 @@ e2e: $(TEST_STAMP)
 # the files in PostgreSQL (docs/scaling.md states the subset and why).
 e2e-postgres: $(TEST_STAMP)
 	BATCHLOG_E2E_POSTGRES=1 $(VENV)/bin/pytest -q $(XDIST) tests/e2e/test_batches.py \
-		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py tests/e2e/test_ray_client.py
+		tests/e2e/test_bad_input.py tests/e2e/test_idempotency.py tests/e2e/test_ray_client.py \
+		tests/e2e/test_read_cache.py

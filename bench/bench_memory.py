@@ -12,6 +12,12 @@ process; then run one batch of ``--lines`` lines and record the tree's peak RSS 
 runs (the cost of one running batch), then two at once. The tree is the server's session
 and its descendants (bench_sidebyside.Server), kinds as bench_service.kind_of.
 Results: bench/out/memory.json and a table on stdout.
+
+``--floor`` also measures what Ray itself costs, started as `batchlog serve` starts it
+(`batchlog/localray.py`: token auth, no dashboard, monitor or log monitor) by a bare
+driver with no batchlog code, holding 0, 1 and 3 trivial actors (batchlog's idle tree
+holds three: the coordinator, the upstream executor, the kept batch actor): the memory
+no Ray-based design with that many actors can go below.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import datetime as dt
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +48,7 @@ from bench.machine import cpu_model  # noqa: E402
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-def tree_by_kind(srv: Server) -> dict[str, Any]:
+def tree_by_kind(srv: Server | FloorDriver) -> dict[str, Any]:
     rss: dict[str, float] = {}
     pss: dict[str, float] = {}
     procs: list[dict[str, Any]] = []
@@ -55,6 +64,8 @@ def tree_by_kind(srv: Server) -> dict[str, Any]:
         if not cmd.strip():
             continue
         kind = kind_of(cmd)
+        if kind == "other" and "-c" in cmd and "localray" in cmd:
+            kind = "driver"  # the --floor driver (serve's place in that tree)
         rss[kind] = rss.get(kind, 0) + r / MIB
         pss[kind] = pss.get(kind, 0) + s / MIB
         procs.append({"kind": kind, "title": cmd[:60], "rss_mib": round(r / MIB, 1)})
@@ -65,6 +76,72 @@ def tree_by_kind(srv: Server) -> dict[str, Any]:
         "rss_by_kind_mib": {k: round(v, 1) for k, v in sorted(rss.items(), key=lambda kv: -kv[1])},
         "pss_by_kind_mib": {k: round(v, 1) for k, v in sorted(pss.items(), key=lambda kv: -kv[1])},
     }
+
+
+# A driver with no batchlog code: Ray as serve starts it, then `n` trivial actors.
+FLOOR_DRIVER = """
+import logging, os, sys, time
+from batches import rayauth
+from batches.settings import Settings
+rayauth.prepare(Settings())
+import ray
+from batchlog import localray
+localray.quiet_environment()
+with localray.without_side_processes(False):
+    ray.init(address="local", include_dashboard=False, num_cpus=2,
+             logging_level=logging.WARNING, log_to_driver=False)
+@ray.remote(num_cpus=0)
+class Trivial:
+    def pid(self):
+        return os.getpid()
+actors = [Trivial.remote() for _ in range(int(sys.argv[1]))]
+ray.get([a.pid.remote() for a in actors])
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+class FloorDriver:
+    """The bare driver's process tree (it and what it started), for `tree_by_kind`."""
+
+    def __init__(self, actors: int, data: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "BATCHLOG_DATA_DIR": str(data)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_DRIVER, str(actors)],
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the floor driver did not start")
+
+    def pids(self) -> set[int]:
+        root = psutil.Process(self.proc.pid)
+        return {root.pid, *(c.pid for c in root.children(recursive=True))}
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def floor(settle_s: float) -> dict[str, Any]:
+    out = {}
+    for actors in (0, 1, 3):
+        with tempfile.TemporaryDirectory() as tmp:
+            driver = FloorDriver(actors, Path(tmp))
+            try:
+                time.sleep(settle_s)
+                out[f"{actors}_actors"] = tree_by_kind(driver)
+            finally:
+                driver.stop()
+        tree = out[f"{actors}_actors"]
+        print(
+            f"Ray floor, bare driver + {actors} actors: RSS {tree['rss_mib']} MiB "
+            f"(PSS {tree['pss_mib']}), {tree['rss_by_kind_mib']}",
+            flush=True,
+        )
+    return out
 
 
 def run_batches(srv: Server, lines: int, count: int, timeout: float) -> dict[str, Any]:
@@ -108,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lines", type=int, default=3000)
     p.add_argument("--timeout-s", type=float, default=300.0)
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "memory.json")
+    p.add_argument("--floor", action="store_true", help="also measure Ray's own floor")
+    p.add_argument("--skip-servers", action="store_true", help="with --floor: only that")
     args = p.parse_args(argv)
     sources = {"batchlog": ROOT}
     if args.baseline_dir is not None:
@@ -118,8 +197,10 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_before": os.getloadavg(),
         "runs": {name: [] for name in sources},
     }
+    if args.floor:
+        out["floor"] = floor(args.settle_s)
     with FakeUpstream() as fake:
-        for rnd in range(args.rounds):
+        for rnd in range(0 if args.skip_servers else args.rounds):
             for name, src in sources.items():
                 srv = batchlog_server(name, src, fake.url)
                 try:
