@@ -24,6 +24,7 @@ import ray
 from actors import names
 from actors.dbpassword import actor_settings
 from actors.dispatch import Dispatcher
+from actors.priority import lower_priority
 from actors.results import ERROR_KEY, error_result, is_error, raise_if_error
 from batches.backends import ACTOR_RETRY_S, open_event_log, open_file_store
 from batches.domain import decider, line_errors
@@ -56,6 +57,7 @@ class BatchActor:
 
     def __init__(self, batch_id: str | None, settings: dict[str, Any]) -> None:
         self.settings = actor_settings(settings)
+        lower_priority(self.settings.bulk_nice)  # API answers first (actors/priority.py)
         # with PostgreSQL, appends pause (reconnecting) while the database is away
         self.store: EventLog = open_event_log(self.settings, retry_for=ACTOR_RETRY_S)
         self.files: FileStore = open_file_store(self.settings)

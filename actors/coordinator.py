@@ -39,7 +39,9 @@ log = logging.getLogger("batchlog.coordinator")
 
 COORDINATOR_NAME = names.COORDINATOR
 UPKEEP_EVERY_ROUNDS = 60  # supervision rounds are about a second apart
-CHANGES_POLL_S = 0.02  # how often a façade's pending `batch_changes` looks (a head check)
+# How often a façade's pending `batch_changes` looks (a head check): also the most often
+# it is answered, so a façade's copies cost at most 20 Ray calls a second.
+CHANGES_POLL_S = 0.05
 
 
 def returns_errors(

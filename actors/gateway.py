@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from actors.results import raise_if_error
@@ -23,6 +24,7 @@ log = logging.getLogger("batchlog.gateway")
 
 CHANGES_WAIT_S = 10.0  # a change request's long poll: answered at once when anything changed
 RETRY_S = 1.0  # after a change request failed (the coordinator away or restarting)
+IDLE_S = 30.0  # no GET of a batch for this long: stop following (it costs Ray calls)
 
 
 class RayBatchService:
@@ -31,6 +33,7 @@ class RayBatchService:
         self.coordinator = coordinator
         self.copies = BatchCopies() if copies else None
         self._follower: asyncio.Task[None] | None = None
+        self._last_get = 0.0
 
     async def _call(self, method: str, *args: Any) -> Any:
         return raise_if_error(await getattr(self.coordinator, method).remote(*args))
@@ -80,6 +83,7 @@ class RayBatchService:
 
     async def get_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
         if self.copies is not None:
+            self._last_get = time.monotonic()
             self._follow()
             copy = self.copies.get(tenant, batch_id)
             if copy is not None:
@@ -91,11 +95,11 @@ class RayBatchService:
             self._follower = asyncio.get_running_loop().create_task(self._keep_copies())
 
     async def _keep_copies(self) -> None:
-        """One change request at a time, for as long as the façade runs."""
+        """One change request at a time, while GETs of batches come in."""
         copies = self.copies
         assert copies is not None
         failing = False
-        while True:
+        while time.monotonic() - self._last_get < IDLE_S:
             token, after = copies.cursor()
             round_ = copies.next_round()
             try:
@@ -113,6 +117,7 @@ class RayBatchService:
                 log.warning("batch copies followed again")
             failing = False
             copies.apply(round_, answer)
+        copies.lost()  # nobody polls: the next GET reads through and follows again
 
     def _written(self, batch_id: str) -> None:
         if self.copies is not None:

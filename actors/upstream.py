@@ -455,8 +455,11 @@ class UpstreamExecutor:
             # secrets (`settings`: the file, or PostgreSQL on any node) or `secrets_file`.
             if settings is not None:
                 from actors.dbpassword import actor_settings
+                from actors.priority import lower_priority
 
-                key = actor_settings(settings).read_secret("upstream_api_key")
+                deployment = actor_settings(settings)
+                lower_priority(deployment.bulk_nice)  # API answers first (actors/priority.py)
+                key = deployment.read_secret("upstream_api_key")
             else:
                 key = _read_secret(str(secrets_file), "upstream_api_key")
             upstreams = [{**u, "api_key": u.get("api_key") or key} for u in upstreams]

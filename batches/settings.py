@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Outcomes are appended as they come back, at most one append per this many ms per
     # batch (a group commit: fewer fdatasyncs and Ray objects, a few ms later in the log).
     outcome_group_ms: float = Field(default=10.0, ge=0)
+    # Batch actors and upstream executors run this many steps nicer than serve and the
+    # coordinator, so API answers get a busy core first (actors/priority.py); 0: off.
+    bulk_nice: int = Field(default=5, ge=0, le=19)
     completion_window_s: int = 86_400  # "24h"; tests shorten it to see expiry
     idempotency_retention_s: int = 7 * 86_400
     # An upload of purpose "batch" without expires_after expires this long after it was
