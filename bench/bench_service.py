@@ -436,15 +436,6 @@ class SessionSampler:
         ]
         return sorted(rows, key=lambda r: -float(r["cpu_s"]))[:top]
 
-    def first_seen(self, needle: str, timeout: float, poll: float = 0.02) -> float | None:
-        """Wall time at which a session process whose title contains ``needle`` shows up."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.svc.pids(needle):
-                return time.time()
-            time.sleep(poll)
-        return None
-
     def report(self) -> dict[str, Any]:
         mib = 2**20
         per_proc: list[dict[str, Any]] = sorted(
@@ -712,14 +703,6 @@ def run_batchlog(
         sampler.mark("created")
         load_created = loadavg()
         poller = Poller(svc, batch.id).start()
-        # when the batch's actor is running (Ray titles its process with the actor name)
-        actor_seen: dict[str, float | None] = {}
-        watcher = threading.Thread(
-            target=lambda: actor_seen.update(t=sampler.first_seen(batch.id, timeout=120)),
-            daemon=True,
-        )
-        watcher.start()
-
         # extra small batches while the big one runs: POST latency samples
         post_latencies = [t_create1 - t_create0]
         extra_ids: list[str] = []
@@ -776,8 +759,6 @@ def run_batchlog(
         svc.stop()  # a no-op after a clean stop
 
     e2e = t_dl1 - t_upload0
-    watcher.join(timeout=1)
-    actor_t = actor_seen.get("t")
     cpu_run = sampler.cpu_between("created", "completed")
     in_progress = timeline.get("in_progress_s")
     seen_in_progress = poller.first_seen.get("in_progress")
@@ -804,9 +785,8 @@ def run_batchlog(
         "create_to_in_progress": {
             "seen_by_poller_s": _r(seen_in_progress - t_create1, 3) if seen_in_progress else None,
             "from_events_s": timeline.get("created_to_validated_s"),
-            # the batch actor's worker process carries the actor's name: its start-up
-            # (a Ray worker process: import ray + batchlog, register) is in this share
-            "create_to_actor_process_titled_s": _r(actor_t - t_create1, 3) if actor_t else None,
+            # (no process start to time: batch actors are kept between batches and
+            # named batchlog-runner-*, actors/runners.py)
             "note": "poller resolution ~50 ms plus one GET",
         },
         "latency": {
