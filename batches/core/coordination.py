@@ -354,8 +354,9 @@ class Coordination:
         return self._wire(self.batch_state(tenant, batch_id), running)
 
     def behind(self) -> bool:
-        """Whether the log holds events the read model has not folded yet."""
-        return self.log.head() > self.model.position
+        """Whether the log holds events the read model has not folded yet (and can: not
+        while it waits to be restored after a failed catalog write)."""
+        return not self._model_lost and self.log.head() > self.model.position
 
     def batch_changes(
         self, token: str | None, after: int, running: Collection[str] = ()

@@ -53,7 +53,8 @@ class BatchCopies:
     def written(self, batch_id: str) -> None:
         """A write to the batch through this façade has returned."""
         self._copies.pop(batch_id, None)
-        self._pinned[batch_id] = self.round + 1
+        if self.token is not None:  # (else the answer in flight, if any, is a reset: empty)
+            self._pinned[batch_id] = self.round + 1
 
     def apply(self, round_: int, answer: dict[str, Any]) -> None:
         """Take the answer to change request `round_` (requests are answered in order)."""
@@ -75,8 +76,10 @@ class BatchCopies:
         self.token, self.seq = answer["token"], answer["seq"]
 
     def lost(self) -> None:
-        """The coordinator could not be asked: copy nothing until it answers again."""
+        """No change request is in flight and the next starts over (the coordinator could
+        not be asked, or nobody polls): copy nothing until it answers again."""
         self._copies.clear()
+        self._pinned.clear()
         self.token, self.seq = None, 0
 
     def __len__(self) -> int:

@@ -530,6 +530,9 @@ def test_a_failed_catalog_write_refuses_writes_until_the_model_is_restored(world
     with pytest.raises(StorageUnavailable):
         world.upload(core)  # its event is in the log; the catalog could not take it
     assert core.health(())["status"] == "faulted"
+    # The log is ahead of a model that cannot fold it: a façade's change request must not
+    # be told "something changed" over and over (docs/read-cache.md).
+    assert world.log.head() > core.model.position and not core.behind()
     with pytest.raises(StorageUnavailable):
         create(core, kept)  # refused, nothing written
     assert world.log.streams(ev.BATCH_STREAM_PREFIX) == []

@@ -162,3 +162,16 @@ def test_copies_are_bounded_least_recently_used_first() -> None:
     c.apply(c.next_round(), answer("T", 3, ("c", "t", wire("c", "x"))))
     assert len(c) == 2 and c.get("t", "b") is None
     assert c.get("t", "a") is not None and c.get("t", "c") is not None
+
+
+def test_writes_while_not_following_leave_nothing_behind() -> None:
+    """Creates with nobody polling: no change request can be stale, nothing is kept."""
+    c = BatchCopies()
+    for i in range(1000):
+        c.written(f"b{i}")
+    assert c._pinned == {}
+    c.apply(c.next_round(), answer("T", 1, ("b1", "t", wire("b1", "validating")), reset=True))
+    assert c.get("t", "b1") is not None
+    c.written("b1")  # following now: pinned until a later answer
+    c.lost()
+    assert c._pinned == {} and c.get("t", "b1") is None
