@@ -532,6 +532,7 @@ def test_a_failed_catalog_write_refuses_writes_until_the_model_is_restored(world
     assert core.health(())["status"] == "faulted"
     # The log is ahead of a model that cannot fold it: a façade's change request must not
     # be told "something changed" over and over (docs/read-cache.md).
+    world.log.append("someone-else", [NewEvent("Noted", {})], 0)  # (a stream no model reads)
     assert world.log.head() > core.model.position and not core.behind()
     with pytest.raises(StorageUnavailable):
         create(core, kept)  # refused, nothing written
