@@ -4,8 +4,9 @@
 On a busy node (a 10,000-request batch keeps 2 cores near full) a GET answered by
 `serve` waits for a core behind the processes that push requests; with those niced, the
 scheduler gives `serve` (and the coordinator) the core first. Measured on the
-10,000-request run, three interleaved rounds each (docs/benchmarks.md): GET p99 22-39 ms
-with the façade's copies alone, 20-26 ms with the bulk processes niced too. On Linux niceness belongs to each thread, and Ray has started
+10,000-request run on a 2-core AMD EPYC, three interleaved rounds each
+(docs/benchmarks.md): GET p99 22-39 ms with the façade's copies alone, 20-26 ms with the
+bulk processes niced too. On Linux niceness belongs to each thread, and Ray has started
 its threads before an actor's `__init__` runs, so every thread of the process is
 reniced, once per process (a kept batch actor is constructed once).
 """
